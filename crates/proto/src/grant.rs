@@ -98,7 +98,10 @@ mod tests {
         let k = SigningKey::from_bytes(&[9; 32]);
         let public = ProviderPublicKey(k.verifying_key());
         let signed = SignedGrant::sign(&grant(), &k);
-        assert_eq!(signed.verify(&public, &grant().swarm_id, 999).unwrap(), grant());
+        assert_eq!(
+            signed.verify(&public, &grant().swarm_id, 999).unwrap(),
+            grant()
+        );
         assert!(matches!(
             signed.verify(&public, &grant().swarm_id, 1000),
             Err(GrantError::Expired { .. })

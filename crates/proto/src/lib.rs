@@ -14,6 +14,7 @@ pub mod licence;
 pub mod manifest;
 pub mod merkle;
 pub mod signing;
+pub mod wire;
 
 pub use catalogue::TitleSummary;
 pub use grant::{Grant, GrantError, SignedGrant};

@@ -109,7 +109,12 @@ impl ClearKeyResponse {
     pub fn answer(request: &ClearKeyRequest, keys: &[TitleKeys]) -> Self {
         let keys = keys
             .iter()
-            .filter(|k| request.kids.iter().any(|kid| *kid == k.key_id.to_base64url()))
+            .filter(|k| {
+                request
+                    .kids
+                    .iter()
+                    .any(|kid| *kid == k.key_id.to_base64url())
+            })
             .map(|k| JsonWebKey {
                 kty: "oct".into(),
                 kid: k.key_id.to_base64url(),
@@ -141,9 +146,11 @@ mod tests {
             key_id: KeyId([4; 16]),
             ..a.clone()
         };
-        let req: ClearKeyRequest =
-            serde_json::from_str(&format!(r#"{{"kids":["{}"],"type":"temporary"}}"#, a.key_id.to_base64url()))
-                .unwrap();
+        let req: ClearKeyRequest = serde_json::from_str(&format!(
+            r#"{{"kids":["{}"],"type":"temporary"}}"#,
+            a.key_id.to_base64url()
+        ))
+        .unwrap();
         let resp = ClearKeyResponse::answer(&req, &[a.clone(), b]);
         assert_eq!(resp.keys.len(), 1);
         assert_eq!(resp.keys[0].kid, "AQEBAQEBAQEBAQEBAQEBAQ");

@@ -1,0 +1,166 @@
+//! The JSON API: configuration, sessions, the catalogue, manifests and licences.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use telly_proto::api::{ClientConfig, SessionInfo, SignIn};
+use telly_proto::{ClearKeyRequest, ClearKeyResponse, Licence, SignedManifest, TitleSummary};
+
+use super::error::JsonBody;
+use super::session::{Viewer, clear_cookie, set_cookie};
+use super::{AppState, ApiFailure};
+use crate::accounts::{self, MAX_NAME_LEN, MAX_PASSWORD_LEN};
+use crate::catalogue::{self, TitleSecrets};
+use crate::unix_now;
+
+pub async fn config(State(state): State<Arc<AppState>>) -> Json<ClientConfig> {
+    Json(ClientConfig {
+        provider_name: state.provider_name.clone(),
+        provider_key: state.public_key,
+    })
+}
+
+pub async fn sign_in(
+    State(state): State<Arc<AppState>>,
+    JsonBody(sign_in): JsonBody<SignIn>,
+) -> Result<Response, ApiFailure> {
+    let refused = || ApiFailure::new(StatusCode::UNAUTHORIZED, "wrong name or password");
+    if sign_in.name.chars().count() > MAX_NAME_LEN || sign_in.password.len() > MAX_PASSWORD_LEN {
+        return Err(refused());
+    }
+    let name = sign_in.name.clone();
+    let stored = state
+        .with_db(move |conn| accounts::password_hash_of(conn, &name))
+        .await?;
+    let permit = state
+        .password_checks
+        .acquire()
+        .await
+        .map_err(ApiFailure::internal)?;
+    let password = sign_in.password;
+    let matches = tokio::task::spawn_blocking(move || accounts::check_password(stored.as_deref(), &password))
+        .await
+        .map_err(ApiFailure::internal)?;
+    drop(permit);
+    if !matches {
+        tracing::info!(viewer = %sign_in.name, "sign-in refused");
+        return Err(refused());
+    }
+    let name = sign_in.name.clone();
+    let token = state
+        .with_db(move |conn| {
+            let now = unix_now();
+            accounts::purge_expired_sessions(conn, now)?;
+            accounts::create_session(conn, &name, now)
+        })
+        .await?;
+    tracing::info!(viewer = %sign_in.name, "signed in");
+    Ok((
+        [(header::SET_COOKIE, set_cookie(&token))],
+        Json(SessionInfo {
+            viewer: sign_in.name,
+        }),
+    )
+        .into_response())
+}
+
+pub async fn current_session(viewer: Viewer) -> Json<SessionInfo> {
+    Json(SessionInfo {
+        viewer: viewer.name,
+    })
+}
+
+pub async fn sign_out(State(state): State<Arc<AppState>>, viewer: Viewer) -> Result<Response, ApiFailure> {
+    let token = viewer.token;
+    state
+        .with_db(move |conn| accounts::end_session(conn, &token))
+        .await?;
+    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, clear_cookie())]).into_response())
+}
+
+pub async fn list_titles(State(state): State<Arc<AppState>>, _viewer: Viewer) -> Result<Json<Vec<TitleSummary>>, ApiFailure> {
+    Ok(Json(state.with_db(catalogue::list).await?))
+}
+
+fn no_title(id: &str) -> ApiFailure {
+    ApiFailure::not_found(format!("no title {:?}", id.chars().take(80).collect::<String>()))
+}
+
+pub async fn get_title(
+    State(state): State<Arc<AppState>>,
+    _viewer: Viewer,
+    Path(id): Path<String>,
+) -> Result<Json<TitleSummary>, ApiFailure> {
+    catalogue::validate_id(&id).map_err(|_| no_title(&id))?;
+    let lookup = id.clone();
+    state
+        .with_db(move |conn| catalogue::get(conn, &lookup))
+        .await?
+        .map(Json)
+        .ok_or_else(|| no_title(&id))
+}
+
+pub async fn manifest(
+    State(state): State<Arc<AppState>>,
+    _viewer: Viewer,
+    Path(id): Path<String>,
+) -> Result<Json<SignedManifest>, ApiFailure> {
+    catalogue::validate_id(&id).map_err(|_| no_title(&id))?;
+    let lookup = id.clone();
+    state
+        .with_db(move |conn| catalogue::signed_manifest(conn, &lookup))
+        .await?
+        .map(Json)
+        .ok_or_else(|| no_title(&id))
+}
+
+/// The title's keys, if it exists and its licence window is open now.
+async fn licensable(state: &Arc<AppState>, id: String) -> Result<TitleSecrets, ApiFailure> {
+    catalogue::validate_id(&id).map_err(|_| no_title(&id))?;
+    let lookup = id.clone();
+    let secrets = state
+        .with_db(move |conn| catalogue::secrets(conn, &lookup))
+        .await?
+        .ok_or_else(|| no_title(&id))?;
+    if !secrets.window.is_open(unix_now()) {
+        return Err(ApiFailure::new(
+            StatusCode::FORBIDDEN,
+            format!("the licence window of {id:?} is closed"),
+        ));
+    }
+    Ok(secrets)
+}
+
+pub async fn licence(
+    State(state): State<Arc<AppState>>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Result<Json<Licence>, ApiFailure> {
+    let secrets = licensable(&state, id.clone()).await?;
+    tracing::info!(viewer = %viewer.name, title = %id, "licence issued");
+    Ok(Json(Licence {
+        title_id: id,
+        key_id: secrets.keys.key_id,
+        block_key: secrets.keys.block_key,
+        expires_at: secrets.window.until,
+    }))
+}
+
+/// Answers the CDM's Clear Key request with the content key of this title only,
+/// and only if the request asked for its key id.
+pub async fn clear_key(
+    State(state): State<Arc<AppState>>,
+    _viewer: Viewer,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<ClearKeyRequest>,
+) -> Result<Json<ClearKeyResponse>, ApiFailure> {
+    let secrets = licensable(&state, id).await?;
+    Ok(Json(ClearKeyResponse::answer(&request, &[secrets.keys])))
+}
+
+pub async fn no_such_route() -> ApiFailure {
+    ApiFailure::not_found("no such API route")
+}

@@ -1,0 +1,99 @@
+//! The engine's knobs, and the stats snapshot it reports.
+
+use std::collections::BTreeMap;
+
+use crate::peer::PeerId;
+
+/// Tunables. Rates are bytes per second, times milliseconds.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Seeds every random choice the engine makes.
+    pub seed: u64,
+    /// Blocks whose deadline is nearer than this are fetched by deadline; each
+    /// chunk goes to the source that delivers it soonest.
+    pub urgent_window_ms: u64,
+    /// How far past the playhead the engine prefetches (rarest first).
+    pub horizon_ms: u64,
+    /// Safety margin kept between a chunk's expected arrival and its deadline.
+    pub margin_ms: u64,
+    /// Before the first frame, the first block's deadline is this far from the
+    /// moment playback was asked for (time to first frame budget).
+    pub startup_budget_ms: u64,
+    /// While stalled, the missing block's deadline is this far from the stall.
+    pub stall_budget_ms: u64,
+    /// A block no connected peer holds is fetched from the origin a random
+    /// amount earlier than its deadline requires, up to this: viewers at the same
+    /// point then rarely fetch the same block, and the first one relays it.
+    pub origin_spread_ms: u64,
+    /// Starting guesses, refined by measurement.
+    pub origin_rtt_ms: u64,
+    pub origin_rate: u64,
+    pub initial_peer_rate: u64,
+    pub initial_peer_rtt_ms: u64,
+    /// The viewer's upload cap, all peers together, and the cap for any one peer.
+    pub upload_cap: u64,
+    pub per_peer_upload_cap: u64,
+    /// Peers served at once.
+    pub upload_slots: usize,
+    /// A served peer that asks nothing for this long gives its slot back.
+    pub slot_idle_ms: u64,
+    /// Chunks a peer may have queued with us; more is a protocol violation.
+    pub max_queue_per_peer: usize,
+    /// Lower bound of a request's timeout.
+    pub min_request_timeout_ms: u64,
+    /// Blocks whose bytes the engine keeps for serving; older ones are loaded
+    /// back from the host's store on demand.
+    pub resident_blocks: usize,
+    /// Unix time in ms at `Millis(0)`: grants expire in unix time.
+    pub unix_ms_at_zero: u64,
+    /// When false the engine neither asks peers nor serves them (origin only).
+    pub peer_to_peer: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            urgent_window_ms: 8_000,
+            horizon_ms: 60_000,
+            margin_ms: 600,
+            startup_budget_ms: 1_200,
+            stall_budget_ms: 300,
+            origin_spread_ms: 12_000,
+            origin_rtt_ms: 80,
+            origin_rate: 4_000_000,
+            initial_peer_rate: 500_000,
+            initial_peer_rtt_ms: 100,
+            upload_cap: 1_000_000,
+            per_peer_upload_cap: 400_000,
+            upload_slots: 8,
+            slot_idle_ms: 3_000,
+            max_queue_per_peer: 96,
+            min_request_timeout_ms: 1_500,
+            resident_blocks: 24,
+            unix_ms_at_zero: 0,
+            peer_to_peer: true,
+        }
+    }
+}
+
+/// A snapshot of what the engine has done, for stats panels and reports.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stats {
+    pub bytes_from_peers: u64,
+    pub bytes_from_origin: u64,
+    pub bytes_uploaded: u64,
+    /// Verified bytes that arrived after another copy (end-game, late arrivals).
+    pub bytes_duplicate: u64,
+    /// Bytes discarded from peers caught sending bad data.
+    pub bytes_discarded: u64,
+    pub blocks_delivered: u64,
+    pub origin_fetches: u64,
+    pub requests_timed_out: u64,
+    pub peers_connected: usize,
+    pub peers_banned: usize,
+    /// Milliseconds of media held contiguously from the playhead.
+    pub buffer_ahead_ms: u64,
+    /// Estimated download rate from each peer, bytes per second.
+    pub peer_rates: BTreeMap<PeerId, u64>,
+}

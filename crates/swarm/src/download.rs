@@ -1,0 +1,197 @@
+//! Chunk bookkeeping of the blocks being received. [`Partial`] is the only code
+//! that changes a chunk's state, and it keeps its two counters in step (see
+//! STATE.md): `missing` counts chunks not yet `Got`, `unassigned` chunks `Missing`.
+
+use crate::peer::PeerId;
+use crate::trust::Trust;
+
+/// Where a verified chunk came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    Peer(PeerId),
+    Origin,
+}
+
+/// The state of one chunk of a block being received. Exactly one holds.
+#[derive(Clone, Debug)]
+pub(crate) enum ChunkState<C> {
+    /// Nobody is fetching it.
+    Missing,
+    /// Asked of one peer, or of two in end-game (the second is the duplicate).
+    Requested {
+        first: PeerId,
+        second: Option<PeerId>,
+    },
+    /// Part of an origin fetch in progress.
+    Origin,
+    /// Verified and kept.
+    Got { data: C, from: Source },
+}
+
+#[derive(Debug)]
+pub(crate) struct Partial<T: Trust> {
+    /// Checked against the manifest's root; chunks are checked against these.
+    pub hashes: Option<T::Hashes>,
+    pub chunks: Vec<ChunkState<T::Chunk>>,
+    pub missing: u16,
+    pub unassigned: u16,
+    /// We told our peers we are receiving it (and will relay it).
+    pub announced: bool,
+}
+
+/// What accepting a chunk did.
+pub(crate) enum Accepted<C> {
+    /// Kept; the block still misses chunks. Holds the other peers that were asked
+    /// for the same chunk: the caller must cancel it with them.
+    Kept { also_asked: Vec<PeerId> },
+    /// Kept, and the block is complete: the caller stores and delivers it.
+    Completed {
+        also_asked: Vec<PeerId>,
+        chunks: Vec<C>,
+    },
+    /// We had it already (end-game or a late arrival): nothing to do.
+    Duplicate,
+}
+
+impl<T: Trust> Partial<T> {
+    pub fn new(chunks: u16) -> Self {
+        Self {
+            hashes: None,
+            chunks: (0..chunks).map(|_| ChunkState::Missing).collect(),
+            missing: chunks,
+            unassigned: chunks,
+            announced: false,
+        }
+    }
+
+    pub fn has_chunk(&self, index: usize) -> bool {
+        matches!(self.chunks.get(index), Some(ChunkState::Got { .. }))
+    }
+
+    pub fn chunk_data(&self, index: usize) -> Option<&T::Chunk> {
+        match self.chunks.get(index) {
+            Some(ChunkState::Got { data, .. }) => Some(data),
+            _ => None,
+        }
+    }
+
+    /// Missing → Requested, or Requested by one → Requested by two (end-game).
+    pub fn mark_requested(&mut self, index: usize, peer: PeerId) {
+        match &mut self.chunks[index] {
+            state @ ChunkState::Missing => {
+                *state = ChunkState::Requested {
+                    first: peer,
+                    second: None,
+                };
+                self.unassigned -= 1;
+            }
+            ChunkState::Requested { first, second } if *first != peer && second.is_none() => {
+                *second = Some(peer);
+            }
+            other => debug_assert!(false, "requesting chunk in state {other:?}"),
+        }
+    }
+
+    /// The request to `peer` ended without data (timeout, reject, cancel, peer gone).
+    pub fn release_request(&mut self, index: usize, peer: PeerId) {
+        if let Some(state @ ChunkState::Requested { .. }) = self.chunks.get_mut(index) {
+            let ChunkState::Requested { first, second } = *state else {
+                unreachable!()
+            };
+            *state = match (first == peer, second) {
+                (true, Some(other)) => ChunkState::Requested {
+                    first: other,
+                    second: None,
+                },
+                (false, Some(s)) if s == peer => ChunkState::Requested {
+                    first,
+                    second: None,
+                },
+                (true, None) => {
+                    self.unassigned += 1;
+                    ChunkState::Missing
+                }
+                _ => ChunkState::Requested { first, second },
+            };
+        }
+    }
+
+    /// Missing → Origin for a fetch. Requested chunks in the range stay with their
+    /// peers too: whichever answers first wins.
+    pub fn mark_origin(&mut self, index: usize) {
+        if let state @ ChunkState::Missing = &mut self.chunks[index] {
+            *state = ChunkState::Origin;
+            self.unassigned -= 1;
+        }
+    }
+
+    /// The origin fetch failed or was refused: its chunks are missing again.
+    pub fn release_origin(&mut self) {
+        for state in &mut self.chunks {
+            if matches!(state, ChunkState::Origin) {
+                *state = ChunkState::Missing;
+                self.unassigned += 1;
+            }
+        }
+    }
+
+    /// Keeps a verified chunk.
+    pub fn accept(&mut self, index: usize, data: T::Chunk, from: Source) -> Accepted<T::Chunk> {
+        let also_asked = match &self.chunks[index] {
+            ChunkState::Got { .. } => return Accepted::Duplicate,
+            ChunkState::Missing => {
+                self.unassigned -= 1;
+                Vec::new()
+            }
+            ChunkState::Origin => Vec::new(),
+            ChunkState::Requested { first, second } => [Some(*first), *second]
+                .into_iter()
+                .flatten()
+                .filter(|p| Source::Peer(*p) != from)
+                .collect(),
+        };
+        self.chunks[index] = ChunkState::Got { data, from };
+        self.missing -= 1;
+        if self.missing > 0 {
+            return Accepted::Kept { also_asked };
+        }
+        let chunks = self
+            .chunks
+            .iter()
+            .map(|c| match c {
+                ChunkState::Got { data, .. } => data.clone(),
+                _ => unreachable!("a complete block has every chunk"),
+            })
+            .collect();
+        Accepted::Completed { also_asked, chunks }
+    }
+
+    /// Drops every chunk `peer` supplied (it has been caught sending bad data).
+    pub fn discard_from(&mut self, peer: PeerId) -> usize {
+        let mut dropped = 0;
+        for state in &mut self.chunks {
+            if matches!(state, ChunkState::Got { from: Source::Peer(p), .. } if *p == peer) {
+                *state = ChunkState::Missing;
+                self.missing += 1;
+                self.unassigned += 1;
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// Recounts both counters (used by the invariant check).
+    pub fn recount(&self) -> (u16, u16) {
+        let missing = self
+            .chunks
+            .iter()
+            .filter(|c| !matches!(c, ChunkState::Got { .. }))
+            .count() as u16;
+        let unassigned = self
+            .chunks
+            .iter()
+            .filter(|c| matches!(c, ChunkState::Missing))
+            .count() as u16;
+        (missing, unassigned)
+    }
+}

@@ -1,0 +1,174 @@
+//! One connected peer: what it has, what we asked of it, how fast it delivers,
+//! and what it asked of us.
+
+use std::collections::VecDeque;
+
+use telly_proto::wire::{Bitfield, BlockId};
+
+use crate::time::Millis;
+
+/// The host's name for a connection (a data channel, a socket, a simulated link).
+/// The host picks it and keeps it unique while the connection lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerId(pub u64);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// We sent our handshake and wait for theirs.
+    Handshaking,
+    /// Grant checked; requests and data may flow.
+    Ready,
+}
+
+/// A chunk we asked this peer for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Inflight {
+    pub block: BlockId,
+    pub chunk: u16,
+    pub sent_at: Millis,
+    pub expires: Millis,
+    pub len: u32,
+}
+
+/// A chunk this peer asked us for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Queued {
+    pub block: BlockId,
+    pub chunk: u16,
+    pub deadline: Millis,
+    pub want_hashes: bool,
+}
+
+/// Chunks cancelled on this peer that may still arrive and are not a violation.
+const CANCELLED_MEMORY: usize = 128;
+
+#[derive(Debug)]
+pub(crate) struct Peer {
+    pub phase: Phase,
+    /// The grant's peer id, once admitted.
+    pub name: Option<String>,
+    pub have: Bitfield,
+    // --- download side: what we ask of them ---
+    /// They told us not to send new requests.
+    pub choked_us: bool,
+    /// No new requests before this (after a reject).
+    pub backoff_until: Millis,
+    pub inflight: Vec<Inflight>,
+    pub inflight_bytes: u64,
+    /// Estimated bytes per millisecond they deliver to us.
+    pub rate: f64,
+    /// Estimated round trip, ms.
+    pub rtt: f64,
+    pub last_arrival: Millis,
+    pub cancelled: VecDeque<(BlockId, u16)>,
+    pub bytes_down: u64,
+    // --- upload side: what they ask of us ---
+    pub queue: Vec<Queued>,
+    /// They hold one of our upload slots.
+    pub unchoked: bool,
+    /// We refused them a slot; the deadline they needed (for unchoking the neediest).
+    pub refused: Option<Millis>,
+    pub last_request: Millis,
+    /// Bytes sent to them, decaying (fairness between downloaders).
+    pub recent_up: f64,
+    pub recent_up_at: Millis,
+    /// Per-peer upload cap bucket, bytes (may go negative: pacing debt).
+    pub up_tokens: f64,
+    pub up_tokens_at: Millis,
+    pub bytes_up: u64,
+}
+
+impl Peer {
+    pub fn new(blocks: usize, initial_rate: f64, initial_rtt: f64, now: Millis) -> Self {
+        Self {
+            phase: Phase::Handshaking,
+            name: None,
+            have: Bitfield::new(blocks),
+            choked_us: false,
+            backoff_until: Millis::ZERO,
+            inflight: Vec::new(),
+            inflight_bytes: 0,
+            rate: initial_rate,
+            rtt: initial_rtt,
+            last_arrival: Millis::ZERO,
+            cancelled: VecDeque::new(),
+            bytes_down: 0,
+            queue: Vec::new(),
+            unchoked: false,
+            refused: None,
+            last_request: now,
+            recent_up: 0.0,
+            recent_up_at: now,
+            up_tokens: 0.0,
+            up_tokens_at: now,
+            bytes_up: 0,
+        }
+    }
+
+    /// When `bytes` more, asked now, would arrive.
+    pub fn eta(&self, now: Millis, bytes: u64) -> Millis {
+        let queued = (self.inflight_bytes + bytes) as f64 / self.rate.max(1e-3);
+        now + (self.rtt + queued) as u64
+    }
+
+    /// Bytes worth keeping in flight: the bandwidth-delay product plus room for the
+    /// uploader's own scheduling, at least two chunks.
+    pub fn pipeline_bytes(&self, chunk: u64) -> u64 {
+        let bdp = self.rate * (self.rtt + 250.0);
+        (bdp as u64).clamp(2 * chunk, 32 * chunk)
+    }
+
+    pub fn find_inflight(&self, block: BlockId, chunk: u16) -> Option<usize> {
+        self.inflight
+            .iter()
+            .position(|f| f.block == block && f.chunk == chunk)
+    }
+
+    pub fn take_inflight(&mut self, at: usize) -> Inflight {
+        let f = self.inflight.swap_remove(at);
+        self.inflight_bytes -= u64::from(f.len);
+        f
+    }
+
+    pub fn remember_cancelled(&mut self, block: BlockId, chunk: u16) {
+        if self.cancelled.len() == CANCELLED_MEMORY {
+            self.cancelled.pop_front();
+        }
+        self.cancelled.push_back((block, chunk));
+    }
+
+    /// Learns from a chunk of `len` bytes that arrived at `now`, asked at `sent_at`.
+    pub fn observe_arrival(&mut self, sent_at: Millis, len: u32, now: Millis) {
+        let pipelined = self.last_arrival > sent_at;
+        let started = if pipelined {
+            self.last_arrival
+        } else {
+            sent_at
+        };
+        let interval = now.since(started).max(1) as f64;
+        let transfer = if pipelined {
+            interval
+        } else {
+            // The first chunk after an idle pipeline also paid the round trip.
+            let sample_rtt = (interval - f64::from(len) / self.rate.max(1e-3)).max(1.0);
+            self.rtt = 0.8 * self.rtt + 0.2 * sample_rtt;
+            (interval - self.rtt).max(1.0)
+        };
+        let sample = f64::from(len) / transfer;
+        self.rate = 0.75 * self.rate + 0.25 * sample;
+        self.last_arrival = now;
+        self.bytes_down += u64::from(len);
+    }
+
+    /// A request timed out: they are slower than we thought.
+    pub fn penalize(&mut self) {
+        self.rate *= 0.5;
+    }
+
+    /// Decays the fairness counter to `now` (time constant 2 s).
+    pub fn decay_recent_up(&mut self, now: Millis) {
+        let dt = now.since(self.recent_up_at) as f64;
+        self.recent_up *= (-dt / 2000.0).exp();
+        self.recent_up_at = now;
+    }
+}

@@ -1,0 +1,341 @@
+//! Download planning: which chunk to ask of which peer, and when the origin.
+//!
+//! Rules (each has a scenario test in tests/rules.rs):
+//! - Blocks are needed from the playhead to `horizon_ms` past it, plus every init
+//!   segment; a block's deadline is when the player reaches it.
+//! - Urgent blocks (deadline within `urgent_window_ms`) go in deadline order; each
+//!   chunk goes to the peer expected to deliver it soonest (its measured rate and
+//!   queue), if that is before the deadline less `margin_ms`. A chunk already asked
+//!   of a peer that now looks too slow is asked of a second one (end-game).
+//! - Chunks no peer can deliver in time are fetched from the origin, but only once
+//!   the deadline is so near that the origin itself just makes it; a block that no
+//!   connected peer holds is fetched a seeded random amount earlier
+//!   (`origin_spread_ms`), so that among viewers at the same point one fetches it
+//!   first and relays it to the others.
+//! - Other blocks in the horizon are prefetched rarest first, each chunk from the
+//!   holder with the most free pipeline.
+//! - A peer's pipeline holds its bandwidth-delay product (at least two chunks);
+//!   urgent requests may fill it twice over.
+
+use telly_proto::wire::{BlockId, MAX_REQUEST_CHUNKS, chunk_len};
+
+use crate::download::ChunkState;
+use crate::engine::{Action, Engine, PlayState};
+use crate::message::PeerMessage;
+use crate::peer::{Inflight, PeerId, Phase};
+use crate::time::Millis;
+use crate::trust::Trust;
+
+/// Viewers paused by hand keep fetching, but without hurry.
+const PAUSED_SLACK_MS: u64 = 10_000;
+
+/// Requests decided during one planning pass, sent grouped by peer and block.
+struct Batch(Vec<(PeerId, BlockId, u16, Millis, bool)>);
+
+impl<T: Trust> Engine<T> {
+    pub(crate) fn deadline(&self, block: BlockId, position_ms: u64, now: Millis) -> Millis {
+        let ahead = self.layout.deadline_time(block).saturating_sub(position_ms);
+        let base = match self.play {
+            PlayState::Playing => now,
+            PlayState::Starting => self.waiting_since + self.config.startup_budget_ms,
+            PlayState::Stalled => self.waiting_since + self.config.stall_budget_ms,
+            PlayState::Paused => now + PAUSED_SLACK_MS,
+        };
+        base + ahead
+    }
+
+    /// Seeded, per-block spread of origin fetches for blocks nobody near holds.
+    fn spread(&self, block: BlockId) -> u64 {
+        let mut x = self.config.seed ^ u64::from(block.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^= x >> 31;
+        x % (self.config.origin_spread_ms + 1)
+    }
+
+    fn chunk_bytes(&self, block: BlockId, index: usize) -> u64 {
+        chunk_len(self.layout.info(block).entry.size, index) as u64
+    }
+
+    fn origin_eta_ms(&self, bytes: u64) -> u64 {
+        (self.origin_rtt + bytes as f64 / self.origin_rate.max(1e-3)) as u64
+    }
+
+    pub(crate) fn plan(&mut self, now: Millis) {
+        self.plan_wake = Millis::NEVER;
+        let pos = self.position(now);
+        let mut eligible = Vec::new();
+        if self.config.peer_to_peer {
+            for (id, p) in &self.peers {
+                if p.phase != Phase::Ready || p.choked_us {
+                    continue;
+                }
+                if p.backoff_until > now {
+                    self.plan_wake = self.plan_wake.min(p.backoff_until);
+                    continue;
+                }
+                eligible.push(*id);
+            }
+        }
+        let range = self.layout.window(pos, self.config.horizon_ms);
+        let blocks: Vec<BlockId> = self
+            .layout
+            .inits()
+            .chain(self.layout.by_time()[range].iter().copied())
+            .filter(|b| !self.has_block(*b) && !self.layout.is_behind(*b, pos))
+            .collect();
+        let mut batch = Batch(Vec::new());
+        let mut prefetch = Vec::new();
+        for block in blocks {
+            let deadline = self.deadline(block, pos, now);
+            self.ensure_partial(block);
+            let urgent = deadline <= now + self.config.urgent_window_ms;
+            let avail = self.avail[block.0 as usize];
+            if urgent {
+                self.plan_urgent(block, deadline, &eligible, &mut batch, now);
+            } else if avail == 0 || eligible.is_empty() {
+                let missing = self.missing_chunks(block);
+                self.consider_origin(block, deadline, &missing, now);
+            } else if self.partial[&block].unassigned > 0 {
+                prefetch.push((avail, deadline, block));
+            }
+        }
+        prefetch.sort_unstable();
+        for (_, deadline, block) in prefetch {
+            if !self.plan_prefetch(block, deadline, &eligible, &mut batch, now) {
+                break;
+            }
+        }
+        self.flush(batch, now);
+    }
+
+    fn missing_chunks(&self, block: BlockId) -> Vec<u16> {
+        self.partial[&block]
+            .chunks
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c, ChunkState::Missing))
+            .map(|(i, _)| i as u16)
+            .collect()
+    }
+
+    fn plan_urgent(
+        &mut self,
+        block: BlockId,
+        deadline: Millis,
+        eligible: &[PeerId],
+        batch: &mut Batch,
+        now: Millis,
+    ) {
+        let limit = deadline - self.config.margin_ms;
+        let states: Vec<(u16, Option<(PeerId, bool)>)> = self.partial[&block]
+            .chunks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match c {
+                ChunkState::Missing => Some((i as u16, None)),
+                ChunkState::Requested { first, second } => {
+                    Some((i as u16, Some((*first, second.is_some()))))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut at_risk = Vec::new();
+        for (index, asked) in states {
+            let len = self.chunk_bytes(block, usize::from(index));
+            match asked {
+                None => match self.best_peer(block, len, limit, None, true, eligible, now) {
+                    Some(peer) => self.assign(peer, block, index, deadline, batch, now),
+                    None => at_risk.push(index),
+                },
+                Some((first, false)) => {
+                    let on_time = self
+                        .peers
+                        .get(&first)
+                        .is_some_and(|p| p.eta(now, 0) <= limit);
+                    if on_time {
+                        continue;
+                    }
+                    match self.best_peer(block, len, limit, Some(first), true, eligible, now) {
+                        Some(peer) => self.assign(peer, block, index, deadline, batch, now),
+                        None => at_risk.push(index),
+                    }
+                }
+                Some((_, true)) => {}
+            }
+        }
+        self.consider_origin(block, deadline, &at_risk, now);
+    }
+
+    /// Fetches `at_risk` chunks from the origin if it is time, else sets the wake-up.
+    fn consider_origin(&mut self, block: BlockId, deadline: Millis, at_risk: &[u16], now: Millis) {
+        if at_risk.is_empty() || self.origin_inflight.contains_key(&block) {
+            return;
+        }
+        let bytes: u64 = at_risk
+            .iter()
+            .map(|&i| self.chunk_bytes(block, usize::from(i)))
+            .sum();
+        let nobody_has = self.avail[block.0 as usize] == 0;
+        // Only a playing viewer spreads: one that is starting or paused has just
+        // joined or is in no hurry, and its peers' have-maps may still be on the way.
+        let spread = if nobody_has && self.config.peer_to_peer && self.play == PlayState::Playing {
+            self.spread(block)
+        } else {
+            0
+        };
+        let lead = self.origin_eta_ms(bytes) + self.config.margin_ms + spread;
+        let due = deadline - lead;
+        if now < due {
+            self.plan_wake = self.plan_wake.min(due);
+            return;
+        }
+        let partial = self
+            .partial
+            .get_mut(&block)
+            .expect("planned blocks have a partial");
+        let (first, last) = if partial.hashes.is_none() {
+            (0, partial.chunks.len() as u16 - 1)
+        } else {
+            (at_risk[0], *at_risk.last().expect("not empty"))
+        };
+        for i in first..=last {
+            partial.mark_origin(usize::from(i));
+        }
+        let fetched: u64 = (first..=last)
+            .map(|i| self.chunk_bytes(block, usize::from(i)))
+            .sum();
+        self.origin_inflight.insert(block, (now, fetched));
+        self.stats.origin_fetches += 1;
+        self.actions.push_back(Action::FetchFromOrigin {
+            block,
+            first,
+            count: last - first + 1,
+        });
+    }
+
+    /// Returns false when no peer has room left (planning can stop).
+    fn plan_prefetch(
+        &mut self,
+        block: BlockId,
+        deadline: Millis,
+        eligible: &[PeerId],
+        batch: &mut Batch,
+        now: Millis,
+    ) -> bool {
+        let chunk = self.chunk_bytes(block, 0);
+        let any_room = eligible.iter().any(|id| {
+            let p = &self.peers[id];
+            p.inflight_bytes + chunk <= p.pipeline_bytes(chunk)
+        });
+        if !any_room {
+            return false;
+        }
+        for index in self.missing_chunks(block) {
+            let len = self.chunk_bytes(block, usize::from(index));
+            let roomiest = eligible
+                .iter()
+                .filter_map(|id| {
+                    let p = &self.peers[id];
+                    let room = p.pipeline_bytes(chunk) as i64 - (p.inflight_bytes + len) as i64;
+                    (p.have.get(block.0 as usize) && room >= 0).then_some((room, *id))
+                })
+                .max();
+            match roomiest {
+                Some((_, peer)) => self.assign(peer, block, index, deadline, batch, now),
+                None => break,
+            }
+        }
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn best_peer(
+        &self,
+        block: BlockId,
+        len: u64,
+        limit: Millis,
+        exclude: Option<PeerId>,
+        urgent: bool,
+        eligible: &[PeerId],
+        now: Millis,
+    ) -> Option<PeerId> {
+        let chunk = self.chunk_bytes(block, 0);
+        eligible
+            .iter()
+            .filter(|id| Some(**id) != exclude)
+            .filter_map(|id| {
+                let p = &self.peers[id];
+                let cap = p.pipeline_bytes(chunk) * if urgent { 2 } else { 1 };
+                if !p.have.get(block.0 as usize) || p.inflight_bytes + len > cap {
+                    return None;
+                }
+                let eta = p.eta(now, len);
+                (eta <= limit).then_some((eta, *id))
+            })
+            .min()
+            .map(|(_, id)| id)
+    }
+
+    fn assign(
+        &mut self,
+        peer: PeerId,
+        block: BlockId,
+        index: u16,
+        deadline: Millis,
+        batch: &mut Batch,
+        now: Millis,
+    ) {
+        let len = self.chunk_bytes(block, usize::from(index));
+        let partial = self
+            .partial
+            .get_mut(&block)
+            .expect("planned blocks have a partial");
+        partial.mark_requested(usize::from(index), peer);
+        let want_hashes = partial.hashes.is_none();
+        let p = self.peers.get_mut(&peer).expect("eligible peers exist");
+        let expected = p.eta(now, len).since(now);
+        let timeout = (2 * expected + p.rtt as u64).max(self.config.min_request_timeout_ms);
+        let expires = now + timeout;
+        p.inflight.push(Inflight {
+            block,
+            chunk: index,
+            sent_at: now,
+            expires,
+            len: len as u32,
+        });
+        p.inflight_bytes += len;
+        self.expiries
+            .push(std::cmp::Reverse((expires, peer, block, index)));
+        batch.0.push((peer, block, index, deadline, want_hashes));
+    }
+
+    /// Sends the batch's requests, consecutive chunks of a block to a peer as one.
+    fn flush(&mut self, mut batch: Batch, now: Millis) {
+        batch.0.sort_unstable_by_key(|(p, b, i, _, _)| (*p, *b, *i));
+        let mut i = 0;
+        while i < batch.0.len() {
+            let (peer, block, first, deadline, want_hashes) = batch.0[i];
+            let mut count = 1u16;
+            while i + (count as usize) < batch.0.len() && count < MAX_REQUEST_CHUNKS {
+                let (p, b, c, _, _) = batch.0[i + count as usize];
+                if p != peer || b != block || c != first + count {
+                    break;
+                }
+                count += 1;
+            }
+            let deadline_ms = deadline.since(now).min(u64::from(u32::MAX)) as u32;
+            self.send(
+                peer,
+                PeerMessage::Request {
+                    block,
+                    first,
+                    count,
+                    deadline_ms,
+                    want_hashes,
+                },
+            );
+            i += count as usize;
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! Serving peers: upload slots, pacing under the caps, neediest deadline first.
+//!
+//! Rules (each has a scenario test in tests/rules.rs):
+//! - At most `upload_slots` peers are served at once. A request from a peer without
+//!   a slot takes a free one, or is rejected with a `Choke`; when a slot frees (its
+//!   holder idle for `slot_idle_ms`, or gone) the refused peer that needed data
+//!   soonest gets an `Unchoke`.
+//! - Chunks leave paced by two token buckets: the viewer's total upload cap and a
+//!   per-peer cap, so one greedy peer never takes the whole uplink.
+//! - Among served peers the next chunk is the one with the earliest deadline, each
+//!   peer's deadlines pushed back by the time its recent share took at a fair rate:
+//!   a peer that claims everything is urgent still waits its turn.
+//! - A relay serves chunks of a block it is still receiving as they arrive.
+
+use telly_proto::wire::{BlockId, CHUNK_SIZE, GoodbyeReason};
+
+use crate::engine::{Action, Engine};
+use crate::message::PeerMessage;
+use crate::peer::{PeerId, Queued};
+use crate::time::Millis;
+use crate::trust::Trust;
+
+/// Queue entries looked at per peer when choosing the next chunk.
+const LOOKAHEAD: usize = 8;
+
+enum Readiness<C> {
+    Ready(C),
+    /// A relay waiting for the chunk to arrive, or a block being loaded.
+    Wait,
+    /// Held but not in memory: load it.
+    Load,
+    /// We do not have it and will not: reject.
+    Gone,
+}
+
+impl<T: Trust> Engine<T> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_request(
+        &mut self,
+        peer: PeerId,
+        block: BlockId,
+        first: u16,
+        count: u16,
+        deadline_ms: u32,
+        want_hashes: bool,
+        now: Millis,
+    ) {
+        let Some(info) = self.layout.get(block) else {
+            return self.drop_peer(peer, GoodbyeReason::ProtocolViolation);
+        };
+        if count == 0 || u32::from(first) + u32::from(count) > u32::from(info.chunks) {
+            return self.drop_peer(peer, GoodbyeReason::ProtocolViolation);
+        }
+        let holds = self.has_block(block) || self.partial.get(&block).is_some_and(|p| p.announced);
+        let slots_used = self.peers.values().filter(|p| p.unchoked).count();
+        let deadline = now + u64::from(deadline_ms);
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if !self.config.peer_to_peer || !holds {
+            return self.send(
+                peer,
+                PeerMessage::Reject {
+                    block,
+                    first,
+                    count,
+                },
+            );
+        }
+        if !p.unchoked {
+            if slots_used >= self.config.upload_slots {
+                p.refused = Some(p.refused.map_or(deadline, |d| d.min(deadline)));
+                self.send(
+                    peer,
+                    PeerMessage::Reject {
+                        block,
+                        first,
+                        count,
+                    },
+                );
+                return self.send(peer, PeerMessage::Choke);
+            }
+            p.unchoked = true;
+            p.refused = None;
+        }
+        if p.queue.len() + usize::from(count) > self.config.max_queue_per_peer {
+            return self.drop_peer(peer, GoodbyeReason::ProtocolViolation);
+        }
+        p.last_request = now;
+        for chunk in first..first + count {
+            if p.queue.iter().any(|q| q.block == block && q.chunk == chunk) {
+                continue;
+            }
+            let at = p.queue.partition_point(|q| q.deadline <= deadline);
+            p.queue.insert(
+                at,
+                Queued {
+                    block,
+                    chunk,
+                    deadline,
+                    want_hashes,
+                },
+            );
+        }
+        self.dirty_upload = true;
+    }
+
+    pub(crate) fn on_cancel(&mut self, peer: PeerId, block: BlockId, first: u16, count: u16) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            let end = first.saturating_add(count);
+            p.queue
+                .retain(|q| q.block != block || q.chunk < first || q.chunk >= end);
+        }
+    }
+
+    /// Gives a freed slot to the refused peer that needed data soonest.
+    pub(crate) fn promote_refused(&mut self) {
+        let used = self.peers.values().filter(|p| p.unchoked).count();
+        if used >= self.config.upload_slots {
+            return;
+        }
+        let neediest = self
+            .peers
+            .iter()
+            .filter_map(|(id, p)| p.refused.map(|d| (d, *id)))
+            .min();
+        if let Some((_, id)) = neediest {
+            let p = self.peers.get_mut(&id).expect("just found");
+            p.refused = None;
+            p.unchoked = true;
+            self.send(id, PeerMessage::Unchoke);
+        }
+    }
+
+    /// Rejects every queued request for a block we turned out not to hold.
+    pub(crate) fn reject_queued_for(&mut self, block: BlockId) {
+        let mut rejects = Vec::new();
+        for (id, p) in self.peers.iter_mut() {
+            p.queue.retain(|q| {
+                let keep = q.block != block;
+                if !keep {
+                    rejects.push((*id, q.chunk));
+                }
+                keep
+            });
+        }
+        for (peer, chunk) in rejects {
+            self.send(
+                peer,
+                PeerMessage::Reject {
+                    block,
+                    first: chunk,
+                    count: 1,
+                },
+            );
+        }
+    }
+
+    fn release_idle_slots(&mut self, now: Millis) {
+        self.slot_wake = Millis::NEVER;
+        let idle = self.config.slot_idle_ms;
+        let mut freed = 0;
+        for p in self.peers.values_mut() {
+            if !p.unchoked || !p.queue.is_empty() {
+                continue;
+            }
+            let free_at = p.last_request + idle;
+            if free_at <= now {
+                p.unchoked = false;
+                freed += 1;
+            } else if p.refused.is_none() {
+                self.slot_wake = self.slot_wake.min(free_at);
+            }
+        }
+        // Only worth waking for idle slots when someone waits for one.
+        if !self.peers.values().any(|p| p.refused.is_some()) {
+            self.slot_wake = Millis::NEVER;
+        }
+        for _ in 0..freed {
+            self.promote_refused();
+        }
+    }
+
+    fn readiness(&self, block: BlockId, chunk: u16) -> Readiness<T::Chunk> {
+        if self.has_block(block) {
+            return match self.resident.get(&block) {
+                Some((_, chunks, _)) => Readiness::Ready(chunks[usize::from(chunk)].clone()),
+                None if self.loading.contains(&block) => Readiness::Wait,
+                None => Readiness::Load,
+            };
+        }
+        match self.partial.get(&block) {
+            Some(p) if p.announced => match p.chunk_data(usize::from(chunk)) {
+                Some(data) => Readiness::Ready(data.clone()),
+                None => Readiness::Wait,
+            },
+            _ => Readiness::Gone,
+        }
+    }
+
+    /// Sends chunks while the caps allow, neediest first.
+    pub(crate) fn serve(&mut self, now: Millis) {
+        self.upload_wake = Millis::NEVER;
+        self.release_idle_slots(now);
+        if !self.config.peer_to_peer {
+            return;
+        }
+        let cap = self.config.upload_cap as f64 / 1000.0;
+        let per_peer_cap = self.config.per_peer_upload_cap as f64 / 1000.0;
+        let burst = CHUNK_SIZE as f64;
+        if cap <= 0.0 {
+            return;
+        }
+        self.total_tokens =
+            (self.total_tokens + now.since(self.total_tokens_at) as f64 * cap).min(burst);
+        self.total_tokens_at = now;
+        loop {
+            if self.total_tokens < 0.0 {
+                let wait = (-self.total_tokens / cap).ceil() as u64;
+                self.upload_wake = self.upload_wake.min(now + wait.max(1));
+                return;
+            }
+            let active = self
+                .peers
+                .values()
+                .filter(|p| !p.queue.is_empty())
+                .count()
+                .max(1);
+            let fair_rate = cap / active as f64;
+            let mut best: Option<(f64, PeerId, usize)> = None;
+            let mut gone = Vec::new();
+            let mut loads = Vec::new();
+            for (id, p) in self.peers.iter_mut() {
+                if !p.unchoked || p.queue.is_empty() {
+                    continue;
+                }
+                p.up_tokens =
+                    (p.up_tokens + now.since(p.up_tokens_at) as f64 * per_peer_cap).min(burst);
+                p.up_tokens_at = now;
+                if p.up_tokens < 0.0 {
+                    let wait = (-p.up_tokens / per_peer_cap.max(1e-6)).ceil() as u64;
+                    self.upload_wake = self.upload_wake.min(now + wait.max(1));
+                    continue;
+                }
+                p.decay_recent_up(now);
+                let penalty = p.recent_up / fair_rate;
+                for (i, q) in p.queue.iter().enumerate().take(LOOKAHEAD) {
+                    let ready = match self.layout.get(q.block) {
+                        Some(_) if self.have.get(q.block.0 as usize) => {
+                            match self.resident.get(&q.block) {
+                                Some(_) => true,
+                                None => {
+                                    if !self.loading.contains(&q.block) {
+                                        loads.push(q.block);
+                                    }
+                                    false
+                                }
+                            }
+                        }
+                        _ => match self.partial.get(&q.block) {
+                            Some(part) if part.announced => part.has_chunk(usize::from(q.chunk)),
+                            _ => {
+                                gone.push((*id, q.block, q.chunk));
+                                false
+                            }
+                        },
+                    };
+                    if ready {
+                        let key = q.deadline.0 as f64 + penalty;
+                        if best.is_none_or(|(k, _, _)| key < k) {
+                            best = Some((key, *id, i));
+                        }
+                        break;
+                    }
+                }
+            }
+            loads.sort_unstable();
+            loads.dedup();
+            for block in loads {
+                self.loading.insert(block);
+                self.actions.push_back(Action::Load { block });
+            }
+            for (peer, block, chunk) in gone {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.queue.retain(|q| q.block != block || q.chunk != chunk);
+                }
+                self.send(
+                    peer,
+                    PeerMessage::Reject {
+                        block,
+                        first: chunk,
+                        count: 1,
+                    },
+                );
+            }
+            let Some((_, peer, index)) = best else {
+                return;
+            };
+            self.send_chunk(peer, index, now);
+        }
+    }
+
+    fn send_chunk(&mut self, peer: PeerId, index: usize, now: Millis) {
+        let q = self
+            .peers
+            .get_mut(&peer)
+            .expect("chosen among peers")
+            .queue
+            .remove(index);
+        let Readiness::Ready(data) = self.readiness(q.block, q.chunk) else {
+            return;
+        };
+        if q.want_hashes {
+            let hashes = if let Some((h, _, _)) = self.resident.get(&q.block) {
+                Some(h.clone())
+            } else {
+                self.partial.get(&q.block).and_then(|p| p.hashes.clone())
+            };
+            if let Some(hashes) = hashes {
+                self.send(
+                    peer,
+                    PeerMessage::Hashes {
+                        block: q.block,
+                        hashes,
+                    },
+                );
+            }
+            let p = self.peers.get_mut(&peer).expect("present");
+            for other in p.queue.iter_mut().filter(|o| o.block == q.block) {
+                other.want_hashes = false;
+            }
+        }
+        if let Some((_, _, used)) = self.resident.get_mut(&q.block) {
+            *used = now;
+        }
+        let len = T::chunk_len(&data) as f64;
+        let p = self.peers.get_mut(&peer).expect("present");
+        p.up_tokens -= len;
+        p.recent_up += len;
+        p.bytes_up += len as u64;
+        self.total_tokens -= len;
+        self.stats.bytes_uploaded += len as u64;
+        self.send(
+            peer,
+            PeerMessage::Chunk {
+                block: q.block,
+                index: q.chunk,
+                data,
+            },
+        );
+    }
+}

@@ -1,0 +1,467 @@
+//! A deterministic test network for engines with real content: signed grants,
+//! Merkle-checked chunks, every message through the wire encoder and decoder, a
+//! latency and a serialization rate per sender, and an origin with its own delay.
+
+#![allow(dead_code)]
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use telly_proto::manifest::{
+    BlockEntry, MANIFEST_VERSION, Manifest, SignedManifest, Track, TrackKind,
+};
+use telly_proto::wire::{self, BlockId, GoodbyeReason};
+use telly_proto::{Grant, KeyId, ProviderPublicKey, Sha256Hash, SignedGrant, merkle};
+use telly_swarm::{Action, Config, Engine, Layout, Millis, PeerId, PeerMessage, PlayState, Signed};
+
+pub const UNIX_AT_ZERO_MS: u64 = 1_700_000_000_000;
+
+pub struct Title {
+    pub manifest: Manifest,
+    pub swarm_id: Sha256Hash,
+    pub key: SigningKey,
+    pub layout: Arc<Layout>,
+    /// Sealed bytes of each block in wire order.
+    pub bytes: Vec<Vec<u8>>,
+}
+
+/// A one-track title: an init segment and `blocks` blocks of 2 s and `size` bytes.
+pub fn title(blocks: usize, size: usize) -> Title {
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let make = |seed: usize, len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|i| ((i * 31 + seed * 97) ^ (i >> 9)) as u8)
+            .collect()
+    };
+    let entry = |bytes: &[u8], start_ms: u64, duration_ms: u64| BlockEntry {
+        start_ms,
+        duration_ms,
+        size: bytes.len() as u64,
+        sha256: Sha256Hash::of(bytes),
+        piece_root: merkle::root(bytes),
+    };
+    let init = make(999, 1200);
+    let media: Vec<Vec<u8>> = (0..blocks).map(|i| make(i, size)).collect();
+    let manifest = Manifest {
+        version: MANIFEST_VERSION,
+        title_id: "t".into(),
+        title: "Test".into(),
+        duration_ms: 2000 * blocks as u64,
+        key_id: KeyId([1; 16]),
+        tracks: vec![Track {
+            kind: TrackKind::Video,
+            codec: "avc1.64001F".into(),
+            mime: "video/mp4".into(),
+            bandwidth: 1_000_000,
+            width: None,
+            height: None,
+            init: entry(&init, 0, 0),
+            blocks: media
+                .iter()
+                .enumerate()
+                .map(|(i, b)| entry(b, 2000 * i as u64, 2000))
+                .collect(),
+        }],
+        published_at: 0,
+    };
+    manifest.validate().unwrap();
+    let swarm_id = SignedManifest::sign(&manifest, &key).swarm_id();
+    let layout = Arc::new(Layout::new(&manifest).unwrap());
+    let mut bytes = vec![init];
+    bytes.extend(media);
+    Title {
+        manifest,
+        swarm_id,
+        key,
+        layout,
+        bytes,
+    }
+}
+
+impl Title {
+    pub fn grant(&self, name: &str, expires_at: u64, swarm_id: Sha256Hash) -> SignedGrant {
+        SignedGrant::sign(
+            &Grant {
+                viewer: name.into(),
+                peer_id: name.into(),
+                title_id: "t".into(),
+                swarm_id,
+                expires_at,
+            },
+            &self.key,
+        )
+    }
+
+    pub fn trust(&self) -> Signed {
+        Signed {
+            provider_key: ProviderPublicKey(self.key.verifying_key()),
+            swarm_id: self.swarm_id,
+        }
+    }
+}
+
+pub enum Event {
+    Message {
+        to: usize,
+        from: usize,
+        frame: Vec<u8>,
+    },
+    Origin {
+        to: usize,
+        block: BlockId,
+        first: u16,
+        count: u16,
+    },
+    Closed {
+        to: usize,
+        from: usize,
+    },
+}
+
+pub struct Node {
+    pub engine: Engine<Signed>,
+    pub store: HashMap<BlockId, Vec<u8>>,
+    pub delivered: Vec<(Millis, BlockId)>,
+    pub disconnects: Vec<(usize, GoodbyeReason)>,
+    /// Flips a byte in every chunk it sends.
+    pub corrupt: bool,
+    /// Drops every request it receives without answering.
+    pub mute: bool,
+    pub up_free: Millis,
+    /// Bytes per ms this node's uplink serializes.
+    pub up_rate: f64,
+    pub origin_log: Vec<(Millis, BlockId, u16, u16)>,
+    pub sent: Vec<(Millis, usize, String)>,
+}
+
+pub struct Net {
+    pub title: Title,
+    pub now: Millis,
+    pub nodes: Vec<Node>,
+    queue: BinaryHeap<Reverse<(Millis, u64, usize)>>,
+    events: BTreeMap<usize, Event>,
+    seq: u64,
+    pub latency_ms: u64,
+    pub origin_delay_ms: u64,
+    pub origin_bytes: u64,
+    pub trace: Vec<String>,
+}
+
+impl Net {
+    pub fn new(title: Title) -> Self {
+        Self {
+            title,
+            now: Millis(0),
+            nodes: Vec::new(),
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            seq: 0,
+            latency_ms: 20,
+            origin_delay_ms: 60,
+            origin_bytes: 0,
+            trace: Vec::new(),
+        }
+    }
+
+    pub fn config(seed: u64) -> Config {
+        Config {
+            seed,
+            unix_ms_at_zero: UNIX_AT_ZERO_MS,
+            upload_cap: 2_000_000,
+            per_peer_upload_cap: 2_000_000,
+            initial_peer_rate: 1_000_000,
+            ..Config::default()
+        }
+    }
+
+    pub fn add(&mut self, config: Config) -> usize {
+        let id = self.nodes.len();
+        let grant = self
+            .title
+            .grant(&format!("peer{id}"), 2_000_000_000, self.title.swarm_id);
+        self.add_with_grant(config, grant)
+    }
+
+    pub fn add_with_grant(&mut self, config: Config, grant: SignedGrant) -> usize {
+        let engine = Engine::new(
+            config,
+            self.title.layout.clone(),
+            self.title.trust(),
+            grant,
+            self.title.swarm_id,
+        );
+        self.nodes.push(Node {
+            engine,
+            store: HashMap::new(),
+            delivered: Vec::new(),
+            disconnects: Vec::new(),
+            corrupt: false,
+            mute: false,
+            up_free: Millis(0),
+            up_rate: 4_000.0,
+            origin_log: Vec::new(),
+            sent: Vec::new(),
+        });
+        self.nodes.len() - 1
+    }
+
+    /// Gives `node` every block, as if it had played the title before.
+    pub fn seed_all(&mut self, node: usize) {
+        for (i, bytes) in self.title.bytes.clone().into_iter().enumerate() {
+            self.nodes[node].store.insert(BlockId(i as u32), bytes);
+            self.nodes[node].engine.handle_held_block(BlockId(i as u32));
+        }
+    }
+
+    pub fn connect(&mut self, a: usize, b: usize) {
+        let now = self.now;
+        self.nodes[a]
+            .engine
+            .handle_peer_connected(PeerId(b as u64), now);
+        self.nodes[b]
+            .engine
+            .handle_peer_connected(PeerId(a as u64), now);
+        self.pump_all();
+    }
+
+    pub fn disconnect(&mut self, a: usize, b: usize) {
+        let now = self.now;
+        self.nodes[a]
+            .engine
+            .handle_peer_disconnected(PeerId(b as u64), now);
+        self.nodes[b]
+            .engine
+            .handle_peer_disconnected(PeerId(a as u64), now);
+        self.pump_all();
+    }
+
+    pub fn play(&mut self, node: usize, position_ms: u64, state: PlayState) {
+        let now = self.now;
+        self.nodes[node]
+            .engine
+            .handle_playhead(position_ms, state, now);
+        self.pump(node);
+    }
+
+    fn push(&mut self, at: Millis, event: Event) {
+        self.seq += 1;
+        let key = self.seq as usize;
+        self.events.insert(key, event);
+        self.queue.push(Reverse((at, self.seq, key)));
+    }
+
+    pub fn pump_all(&mut self) {
+        for n in 0..self.nodes.len() {
+            self.pump(n);
+        }
+    }
+
+    /// Drains `node`'s actions and performs them.
+    pub fn pump(&mut self, node: usize) {
+        let now = self.now;
+        while let Some(action) = self.nodes[node].engine.poll_action(now) {
+            self.perform(node, action);
+        }
+        self.nodes[node].engine.check_invariants();
+    }
+
+    pub fn perform(&mut self, node: usize, action: Action<Signed>) {
+        let now = self.now;
+        match action {
+            Action::Send { peer, .. } | Action::Disconnect { peer, .. }
+                if peer.0 as usize >= self.nodes.len() =>
+            {
+                // A scripted peer outside the net: nothing to carry.
+            }
+            Action::Send { peer, msg } => {
+                let to = peer.0 as usize;
+                let mut wire_msg = msg.to_wire();
+                if self.nodes[node].corrupt {
+                    if let wire::Message::Chunk { data, .. } = &mut wire_msg {
+                        data[0] ^= 0xFF;
+                    }
+                }
+                self.nodes[node].sent.push((
+                    now,
+                    to,
+                    format!("{wire_msg:?}").chars().take(60).collect(),
+                ));
+                self.trace
+                    .push(format!("{} {node}->{to} {}", now.0, kind(&wire_msg)));
+                let frame = wire::encode(&wire_msg).expect("engine messages fit the wire");
+                let n = &mut self.nodes[node];
+                let start = n.up_free.max(now);
+                n.up_free = start + (frame.len() as f64 / n.up_rate) as u64;
+                let at = n.up_free + self.latency_ms;
+                self.push(
+                    at,
+                    Event::Message {
+                        to,
+                        from: node,
+                        frame,
+                    },
+                );
+            }
+            Action::FetchFromOrigin {
+                block,
+                first,
+                count,
+            } => {
+                self.nodes[node].origin_log.push((now, block, first, count));
+                self.trace.push(format!(
+                    "{} origin {node} {:?} {first}+{count}",
+                    now.0, block
+                ));
+                let at = now + self.origin_delay_ms;
+                self.push(
+                    at,
+                    Event::Origin {
+                        to: node,
+                        block,
+                        first,
+                        count,
+                    },
+                );
+            }
+            Action::Load { block } => {
+                let bytes = self.nodes[node].store.get(&block).cloned();
+                match bytes {
+                    Some(b) => self.nodes[node].engine.handle_loaded(block, b, now),
+                    None => self.nodes[node].engine.handle_load_failed(block, now),
+                }
+            }
+            Action::Store { block, chunks } => {
+                let bytes: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+                self.nodes[node].store.insert(block, bytes);
+            }
+            Action::Deliver { block } => {
+                let bytes = &self.nodes[node].store[&block];
+                let expected = &self.title.layout.info(block).entry;
+                assert_eq!(
+                    Sha256Hash::of(bytes),
+                    expected.sha256,
+                    "delivered a bad block"
+                );
+                self.nodes[node].delivered.push((now, block));
+            }
+            Action::Disconnect { peer, why } => {
+                self.nodes[node].disconnects.push((peer.0 as usize, why));
+                let at = now + self.latency_ms;
+                self.push(
+                    at,
+                    Event::Closed {
+                        to: peer.0 as usize,
+                        from: node,
+                    },
+                );
+            }
+        }
+    }
+
+    fn deliver(&mut self, event: Event) {
+        let now = self.now;
+        match event {
+            Event::Message { to, from, frame } => {
+                let msg = wire::decode(&frame).expect("frames decode");
+                if self.nodes[to].mute && matches!(msg, wire::Message::Request { .. }) {
+                    return;
+                }
+                let msg = PeerMessage::from_wire(msg);
+                self.nodes[to]
+                    .engine
+                    .handle_message(PeerId(from as u64), msg, now);
+                self.pump(to);
+            }
+            Event::Origin {
+                to,
+                block,
+                first,
+                count,
+            } => {
+                let bytes = &self.title.bytes[block.0 as usize];
+                let start = usize::from(first) * wire::CHUNK_SIZE;
+                let end = (start + usize::from(count) * wire::CHUNK_SIZE).min(bytes.len());
+                let data = bytes[start..end].to_vec();
+                self.origin_bytes += data.len() as u64;
+                self.nodes[to]
+                    .engine
+                    .handle_origin_data(block, first, data, now);
+                self.pump(to);
+            }
+            Event::Closed { to, from } => {
+                self.nodes[to]
+                    .engine
+                    .handle_peer_disconnected(PeerId(from as u64), now);
+                self.pump(to);
+            }
+        }
+    }
+
+    /// Runs events and timeouts until `until` (virtual time).
+    pub fn run_until(&mut self, until: Millis) {
+        let mut steps = 0;
+        loop {
+            steps += 1;
+            assert!(steps < 1_000_000, "livelock");
+            self.pump_all();
+            let next_event = self.queue.peek().map(|r| r.0.0);
+            let next_timer = (0..self.nodes.len())
+                .filter_map(|n| self.nodes[n].engine.poll_timeout().map(|t| (t, n)))
+                .min();
+            let next = [next_event, next_timer.map(|t| t.0)]
+                .into_iter()
+                .flatten()
+                .min();
+            let Some(at) = next else {
+                self.now = until;
+                return;
+            };
+            if at > until {
+                self.now = until;
+                return;
+            }
+            self.now = self.now.max(at);
+            if next_event == Some(at) {
+                let Reverse((_, _, key)) = self.queue.pop().unwrap();
+                let event = self.events.remove(&key).unwrap();
+                self.deliver(event);
+            } else if let Some((_, n)) = next_timer {
+                let now = self.now;
+                self.nodes[n].engine.handle_timeout(now);
+                self.pump(n);
+            }
+        }
+    }
+
+    pub fn run_for(&mut self, ms: u64) {
+        let until = self.now + ms;
+        self.run_until(until);
+    }
+
+    pub fn delivered(&self, node: usize) -> Vec<BlockId> {
+        let mut blocks: Vec<BlockId> = self.nodes[node].delivered.iter().map(|d| d.1).collect();
+        blocks.sort();
+        blocks
+    }
+
+    pub fn all_blocks(&self) -> Vec<BlockId> {
+        (0..self.title.layout.len() as u32).map(BlockId).collect()
+    }
+}
+
+fn kind(msg: &wire::Message) -> String {
+    match msg {
+        wire::Message::Chunk { block, index, .. } => format!("chunk {}/{index}", block.0),
+        wire::Message::Request {
+            block,
+            first,
+            count,
+            ..
+        } => {
+            format!("request {}/{first}+{count}", block.0)
+        }
+        other => format!("{other:?}").chars().take(40).collect(),
+    }
+}

@@ -1,0 +1,9 @@
+//! The browser host: everything that touches browser APIs, and nothing that
+//! knows about the UI framework. The UI reads snapshots and calls in.
+
+pub mod api;
+pub mod crypto;
+pub mod events;
+pub mod player;
+pub mod source;
+pub mod store;

@@ -1,0 +1,256 @@
+//! The player: licence and signed manifest in, verified blocks through
+//! IndexedDB, WebCrypto and MSE out, EME Clear Key decrypting in the CDM.
+//!
+//! It runs as one task outside any UI framework (the host loop). Everything it
+//! learns goes out as [`PlayerSnapshot`]s through a callback and onto
+//! `window.__telly`; commands come in as events on one channel, so the swarm
+//! driver can later feed the same loop.
+
+mod engine;
+pub mod eme;
+pub mod fetch;
+pub mod mse;
+pub mod plan;
+mod snapshot;
+
+use std::rc::Rc;
+
+use futures::channel::mpsc;
+use futures::future::join_all;
+use telly_proto::signing::SignatureError;
+use telly_proto::{Manifest, ManifestError};
+use web_sys::HtmlVideoElement;
+
+pub use self::snapshot::{Phase, PlayerSnapshot, PlayerStats, TrackStats};
+use self::engine::{Engine, Event, Reporter};
+use self::fetch::Pipeline;
+use crate::host::api::{Api, ApiError};
+use crate::host::crypto::BlockKey;
+use crate::host::source::{BlockSource, OriginSource};
+use crate::host::store::{BlockStore, DEFAULT_DB_NAME};
+
+/// Why a title cannot be played. The texts are what the viewer reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlayerError {
+    #[error("Sign in to watch this title.")]
+    SignedOut,
+    #[error("This title does not exist.")]
+    NotFound,
+    #[error("No licence for this title: {0}")]
+    Licence(String),
+    #[error("This title's manifest is not signed by the provider, so it was refused and nothing was played.")]
+    ManifestNotSigned,
+    #[error("This title's manifest was refused: {0}")]
+    ManifestInvalid(String),
+    #[error("The provider could not be reached: {0}")]
+    Provider(String),
+    #[error("This browser cannot play this title: {0}")]
+    Unsupported(String),
+    #[error("The title's keys could not be set up: {0}")]
+    Keys(String),
+    #[error("Playback failed: {0}")]
+    Media(String),
+}
+
+impl PlayerError {
+    fn from_api(error: ApiError) -> Self {
+        match error {
+            ApiError::Unauthorized => Self::SignedOut,
+            ApiError::NotFound(_) => Self::NotFound,
+            other => Self::Provider(other.to_string()),
+        }
+    }
+
+    pub fn from_manifest(error: ManifestError) -> Self {
+        match error {
+            ManifestError::Signature(SignatureError::Invalid | SignatureError::Malformed) => {
+                Self::ManifestNotSigned
+            }
+            other => Self::ManifestInvalid(other.to_string()),
+        }
+    }
+}
+
+pub struct PlayerOptions {
+    pub title_id: String,
+    pub api: Api,
+    /// IndexedDB database for sealed blocks.
+    pub store_name: String,
+    /// Where blocks come from; the origin when `None`.
+    pub source: Option<Rc<dyn BlockSource>>,
+}
+
+impl PlayerOptions {
+    pub fn new(title_id: impl Into<String>) -> Self {
+        Self {
+            title_id: title_id.into(),
+            api: Api::same_origin(),
+            store_name: DEFAULT_DB_NAME.into(),
+            source: None,
+        }
+    }
+}
+
+/// A running player. Dropping it stops the host loop and detaches the media.
+pub struct Player {
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl std::fmt::Debug for Player {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Player").finish_non_exhaustive()
+    }
+}
+
+impl Player {
+    /// Starts playing `options.title_id` into `video`; `on_snapshot` hears
+    /// every state change (from the host loop, never re-entrantly).
+    pub fn start(
+        video: HtmlVideoElement,
+        options: PlayerOptions,
+        on_snapshot: impl Fn(&PlayerSnapshot) + 'static,
+    ) -> Self {
+        let (events, inbox) = mpsc::unbounded();
+        let loop_events = events.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let mut reporter = Reporter::new(video.clone(), Box::new(on_snapshot));
+            reporter.publish();
+            match setup(&video, options, loop_events, &mut reporter).await {
+                Ok(engine) => engine.run(inbox, reporter).await,
+                Err(error) => {
+                    tracing::warn!(%error, "player could not start");
+                    reporter.fail(error.to_string());
+                }
+            }
+        });
+        Self { events }
+    }
+
+    pub fn stop(&self) {
+        let _ = self.events.unbounded_send(Event::Stop);
+    }
+}
+
+impl Drop for Player {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Licence, manifest, keys, buffers and init segments: everything before the
+/// first media block. Any failure here is fatal and shown.
+async fn setup(
+    video: &HtmlVideoElement,
+    options: PlayerOptions,
+    events: mpsc::UnboundedSender<Event>,
+    reporter: &mut Reporter,
+) -> Result<Engine, PlayerError> {
+    let api = options.api.clone();
+    let id = options.title_id.clone();
+    let (config, signed, licence) = futures::join!(api.config(), api.manifest(&id), api.licence(&id));
+    let config = config.map_err(PlayerError::from_api)?;
+    let signed = signed.map_err(PlayerError::from_api)?;
+    let licence = licence.map_err(|e| match e {
+        ApiError::Forbidden(why) => PlayerError::Licence(why),
+        other => PlayerError::from_api(other),
+    })?;
+
+    // Nothing from the manifest is used before its signature checks out.
+    let manifest: Manifest = signed
+        .verify(&config.provider_key)
+        .map_err(PlayerError::from_manifest)?;
+    if manifest.title_id != id {
+        return Err(PlayerError::ManifestInvalid(format!(
+            "it describes title {:?}, not {id:?}",
+            manifest.title_id
+        )));
+    }
+    if licence.key_id != manifest.key_id {
+        return Err(PlayerError::Licence(
+            "the licence is for another key than the manifest's".into(),
+        ));
+    }
+    reporter.manifest_verified(&manifest);
+
+    for track in &manifest.tracks {
+        if !mse::is_supported(&track.mime) {
+            return Err(PlayerError::Unsupported(track.mime.clone()));
+        }
+    }
+
+    let key = BlockKey::import(&licence.block_key)
+        .await
+        .map_err(|e| PlayerError::Keys(e.to_string()))?;
+    // Playing without IndexedDB (private windows, blocked storage) still works;
+    // only storage is lost, and the viewer is told.
+    let store = match BlockStore::open(&options.store_name).await {
+        Ok(store) => Some(store),
+        Err(e) => {
+            reporter.warn(format!("Blocks will not be kept on this device: {e}"));
+            None
+        }
+    };
+    let stored = match &store {
+        Some(store) => store.list().await.unwrap_or_else(|e| {
+            reporter.warn(format!("Stored blocks could not be listed: {e}"));
+            Vec::new()
+        }),
+        None => Vec::new(),
+    };
+    let source: Rc<dyn BlockSource> = options
+        .source
+        .unwrap_or_else(|| Rc::new(OriginSource::new(api.clone())));
+    let pipeline = Rc::new(Pipeline { store, source, key });
+
+    let key_events = events.clone();
+    let licence_api = api.clone();
+    let licence_id = id.clone();
+    let keys = eme::start(
+        video,
+        &manifest.tracks,
+        &manifest.key_id,
+        Rc::new(move |message| {
+            let api = licence_api.clone();
+            let id = licence_id.clone();
+            Box::pin(async move { api.clear_key(&id, &message).await.map_err(|e| e.to_string()) })
+        }),
+        Rc::new(move |event| {
+            let _ = key_events.unbounded_send(Event::Key(event));
+        }),
+    )
+    .await
+    .map_err(PlayerError::Keys)?;
+
+    let media = mse::Attached::new(video)
+        .await
+        .map_err(|e| PlayerError::Media(e.to_string()))?;
+    media.source.set_duration(manifest.duration_ms as f64 / 1000.0);
+    let mut buffers = Vec::new();
+    for track in &manifest.tracks {
+        buffers.push(media.add_buffer(&track.mime).map_err(|e| match e {
+            mse::MseError::Codec(codec) => PlayerError::Unsupported(codec),
+            other => PlayerError::Media(other.to_string()),
+        })?);
+    }
+
+    // Init segments first: a SourceBuffer takes no media before its init segment.
+    let inits = join_all(manifest.tracks.iter().map(|t| pipeline.get(&t.init))).await;
+    for ((outcome, buffer), track) in inits.into_iter().zip(&buffers).zip(&manifest.tracks) {
+        reporter.count(&outcome, &track.init.sha256);
+        let init = outcome.media.map_err(PlayerError::Media)?;
+        mse::append(buffer, &init)
+            .await
+            .map_err(|e| PlayerError::Media(format!("the {:?} init segment: {e}", track.kind)))?;
+    }
+
+    Ok(Engine::new(
+        video.clone(),
+        media,
+        Rc::new(manifest),
+        pipeline,
+        buffers,
+        stored.into_iter().collect(),
+        keys,
+        events,
+    ))
+}
