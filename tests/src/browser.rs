@@ -118,7 +118,9 @@ impl Browser {
                     .js("JSON.stringify(window.__telly ?? null)")
                     .await
                     .unwrap_or(Value::Null);
-                self.screenshot(&format!("timeout-{}", slug(what))).await.ok();
+                self.screenshot(&format!("timeout-{}", slug(what)))
+                    .await
+                    .ok();
                 bail!("timed out waiting for {what} (`{expression}`); player state: {state}");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -60,12 +60,17 @@ async fn watch_seek_and_reload_play_from_the_store() -> Result<()> {
     browser
         .click(&format!(".title-card[data-title-id='{TITLE_ID}']"))
         .await?;
-    browser.wait_until("the title page", "document.querySelector('#play-button')").await?;
+    browser
+        .wait_until("the title page", "document.querySelector('#play-button')")
+        .await?;
     browser.screenshot("title").await?;
     let clicked = Instant::now();
     browser.click("#play-button").await?;
     browser
-        .wait_until("the first frame", &format!("{STATE} && {STATE}.current_time > 0"))
+        .wait_until(
+            "the first frame",
+            &format!("{STATE} && {STATE}.current_time > 0"),
+        )
         .await?;
     let ttff = clicked.elapsed().as_secs_f64();
     std::fs::write(
@@ -109,7 +114,10 @@ async fn watch_seek_and_reload_play_from_the_store() -> Result<()> {
     browser.screenshot("player-after-seek").await?;
 
     let before_reload = provider.metrics().await?;
-    let title = before_reload.titles.get(TITLE_ID).context("metrics for the title")?;
+    let title = before_reload
+        .titles
+        .get(TITLE_ID)
+        .context("metrics for the title")?;
     ensure!(title.origin_blocks > 0, "the origin sent nothing?");
     browser.client.refresh().await?;
     browser
@@ -156,7 +164,9 @@ async fn a_corrupt_block_at_the_origin_is_refused_and_never_appended() -> Result
 
     let browser = Browser::launch().await?;
     sign_in(&browser, &provider).await?;
-    browser.goto(&provider.url(&format!("/watch/{TITLE_ID}"))).await?;
+    browser
+        .goto(&provider.url(&format!("/watch/{TITLE_ID}")))
+        .await?;
     browser
         .wait_until(
             "the corrupt block's rejection",
@@ -209,7 +219,9 @@ async fn a_manifest_signed_by_another_key_is_refused() -> Result<()> {
     })?;
     let browser = Browser::launch().await?;
     sign_in(&browser, &provider).await?;
-    browser.goto(&provider.url(&format!("/watch/{TITLE_ID}"))).await?;
+    browser
+        .goto(&provider.url(&format!("/watch/{TITLE_ID}")))
+        .await?;
     let message = browser
         .wait_until(
             "the player's refusal",
@@ -261,7 +273,10 @@ async fn no_licence_without_a_session() -> Result<()> {
             .send()
             .await?
             .status();
-        ensure!(status == 401, "{path} with a forged session answered {status}");
+        ensure!(
+            status == 401,
+            "{path} with a forged session answered {status}"
+        );
     }
     let viewer = provider.signed_in_client().await?;
     let licence: telly_proto::Licence = viewer

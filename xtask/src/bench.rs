@@ -14,16 +14,68 @@ pub fn run(which: &str) -> Result<()> {
     let results = sh::repo_root().join("bench").join("results");
     std::fs::create_dir_all(&results)?;
     match which {
-        "block-open" => block_open(&results),
-        "publish" => publish_overhead(&results),
-        "sim" => sim(&results),
+        "block-open" => block_open(&results)?,
+        "publish" => publish_overhead(&results)?,
+        "sim" => sim(&results)?,
         "all" => {
             block_open(&results)?;
             publish_overhead(&results)?;
-            sim(&results)
+            sim(&results)?;
         }
         other => bail!("unknown benchmark {other:?}: block-open, publish, sim or all"),
     }
+    update_readme(&results)
+}
+
+/// Rewrites the README's benchmark table (after the `<!-- bench-table -->`
+/// marker) from every result file.
+fn update_readme(results: &Path) -> Result<()> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(results)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    let mut table = String::from(
+        "| benchmark | value | baseline | ratio | target | date |\n|---|---|---|---|---|---|\n",
+    );
+    let cell = |v: &Value| match v {
+        Value::Number(n) => n
+            .as_f64()
+            .map_or_else(|| n.to_string(), |f| format!("{f:.3}")),
+        Value::Null => "—".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for file in files {
+        let value: Value = serde_json::from_str(&std::fs::read_to_string(&file)?)
+            .with_context(|| format!("parsing {}", file.display()))?;
+        let rows = match value {
+            Value::Array(rows) => rows,
+            one => vec![one],
+        };
+        for r in rows {
+            table.push_str(&format!(
+                "| {} | {} {} | {} | {} | {} | {} |\n",
+                cell(&r["name"]),
+                cell(&r["value"]),
+                cell(&r["unit"]),
+                cell(&r["baseline"]),
+                cell(&r["ratio"]),
+                cell(&r["target"]),
+                cell(&r["date"]),
+            ));
+        }
+    }
+    let readme_path = sh::repo_root().join("README.md");
+    let readme = std::fs::read_to_string(&readme_path)?;
+    let marker = "<!-- bench-table -->";
+    let head = readme
+        .split_once(marker)
+        .map(|(h, _)| h)
+        .context("README.md lacks the bench-table marker")?;
+    std::fs::write(&readme_path, format!("{head}{marker}\n{table}"))?;
+    eprintln!("    README benchmark table updated");
+    Ok(())
 }
 
 pub fn machine() -> String {
@@ -40,8 +92,10 @@ pub fn machine() -> String {
     let os = std::fs::read_to_string("/etc/os-release")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
+            s.lines().find_map(|l| {
+                l.strip_prefix("PRETTY_NAME=")
+                    .map(|v| v.trim_matches('"').to_string())
+            })
         })
         .unwrap_or_else(|| "unknown OS".into());
     format!(

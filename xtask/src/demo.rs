@@ -119,7 +119,10 @@ pub fn run(listen: &str) -> Result<()> {
                 eprintln!("    ok: {} is published", t.id);
                 continue;
             }
-            eprintln!("    rendering the source of {:?} ({} s)", t.title, t.seconds);
+            eprintln!(
+                "    rendering the source of {:?} ({} s)",
+                t.title, t.seconds
+            );
             let source = make_source(t, &sources)?;
             sh::run(
                 Command::new(&built.telly)

@@ -83,9 +83,7 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
     dirs.push(cargo_bin_dir());
-    dirs.into_iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 pub fn cargo_bin_dir() -> PathBuf {
@@ -100,10 +98,8 @@ pub fn cargo_bin_dir() -> PathBuf {
 /// wasm-bindgen and wasm-bindgen-test-runner (a fresh shell may not have it).
 pub fn path_with_cargo_bin() -> std::ffi::OsString {
     let rest = std::env::var_os("PATH").unwrap_or_default();
-    std::env::join_paths(
-        std::iter::once(cargo_bin_dir()).chain(std::env::split_paths(&rest)),
-    )
-    .unwrap_or(rest)
+    std::env::join_paths(std::iter::once(cargo_bin_dir()).chain(std::env::split_paths(&rest)))
+        .unwrap_or(rest)
 }
 
 pub fn cargo() -> Command {

@@ -54,7 +54,13 @@ pub fn run(lint: bool, e2e_filter: Option<&str>) -> Result<()> {
         let _t = sh::step("test: telly-web in headless Chromium (wasm-bindgen-test)");
         sh::run(
             sh::cargo()
-                .args(["test", "-p", "telly-web", "--target", "wasm32-unknown-unknown"])
+                .args([
+                    "test",
+                    "-p",
+                    "telly-web",
+                    "--target",
+                    "wasm32-unknown-unknown",
+                ])
                 .env("CHROMEDRIVER", chromedriver()?)
                 .env("WASM_BINDGEN_TEST_TIMEOUT", "120"),
         )?;
@@ -103,10 +109,11 @@ fn e2e_test_binaries() -> Result<Vec<PathBuf>> {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if msg["reason"] == "compiler-artifact" && msg["profile"]["test"] == true {
-            if let Some(exe) = msg["executable"].as_str() {
-                bins.push(PathBuf::from(exe));
-            }
+        if msg["reason"] == "compiler-artifact"
+            && msg["profile"]["test"] == true
+            && let Some(exe) = msg["executable"].as_str()
+        {
+            bins.push(PathBuf::from(exe));
         }
     }
     if bins.is_empty() {

@@ -111,7 +111,7 @@ pub fn verify_piece(
     let mut index = piece;
     let mut hash = leaf_hash(data);
     for sibling in proof {
-        hash = if index % 2 == 0 {
+        hash = if index.is_multiple_of(2) {
             node_hash(&hash, sibling)
         } else {
             node_hash(sibling, &hash)

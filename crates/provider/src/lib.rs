@@ -18,6 +18,7 @@ pub mod data_dir;
 pub mod db;
 pub mod http;
 pub mod metrics;
+pub mod publish;
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_now() -> u64 {

@@ -17,6 +17,9 @@ use crate::peer::{Peer, PeerId, Phase};
 use crate::time::Millis;
 use crate::trust::Trust;
 
+/// A held block kept in memory for serving: its hashes, chunks, and last use.
+pub(crate) type Resident<T> = (<T as Trust>::Hashes, Vec<<T as Trust>::Chunk>, Millis);
+
 /// What the player is doing, as the host reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlayState {
@@ -93,7 +96,7 @@ pub struct Engine<T: Trust> {
     pub(crate) avail: Vec<u16>,
     pub(crate) partial: HashMap<BlockId, Partial<T>>,
     /// Bytes of recently held blocks and when each was last used.
-    pub(crate) resident: HashMap<BlockId, (T::Hashes, Vec<T::Chunk>, Millis)>,
+    pub(crate) resident: HashMap<BlockId, Resident<T>>,
     pub(crate) loading: BTreeSet<BlockId>,
     /// Origin fetches in flight: when asked and how many bytes.
     pub(crate) origin_inflight: BTreeMap<BlockId, (Millis, u64)>,

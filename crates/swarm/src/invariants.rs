@@ -10,10 +10,10 @@ impl<T: Trust> Engine<T> {
     /// Panics with a description when the engine's state breaks a documented
     /// invariant. Does nothing in release builds.
     pub fn check_invariants(&self) {
-        if cfg!(debug_assertions) {
-            if let Err(broken) = self.invariant_violation() {
-                panic!("engine invariant broken: {broken}");
-            }
+        if cfg!(debug_assertions)
+            && let Err(broken) = self.invariant_violation()
+        {
+            panic!("engine invariant broken: {broken}");
         }
     }
 

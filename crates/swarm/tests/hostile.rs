@@ -23,7 +23,11 @@ fn message(
     match kind % 11 {
         0 => PeerMessage::Have(block),
         1 => {
-            let mut bits = Bitfield::new(if a % 3 == 0 { title_len + 1 } else { title_len });
+            let mut bits = Bitfield::new(if a.is_multiple_of(3) {
+                title_len + 1
+            } else {
+                title_len
+            });
             bits.set(usize::from(b) % title_len.max(1), true);
             PeerMessage::HaveMap(bits)
         }
@@ -36,7 +40,7 @@ fn message(
             first: a % 6,
             count: b % 5,
             deadline_ms: 100,
-            want_hashes: a % 2 == 0,
+            want_hashes: a.is_multiple_of(2),
         },
         4 => PeerMessage::Cancel {
             block,

@@ -278,10 +278,10 @@ impl Net {
             Action::Send { peer, msg } => {
                 let to = peer.0 as usize;
                 let mut wire_msg = msg.to_wire();
-                if self.nodes[node].corrupt {
-                    if let wire::Message::Chunk { data, .. } = &mut wire_msg {
-                        data[0] ^= 0xFF;
-                    }
+                if self.nodes[node].corrupt
+                    && let wire::Message::Chunk { data, .. } = &mut wire_msg
+                {
+                    data[0] ^= 0xFF;
                 }
                 self.nodes[node].sent.push((
                     now,
