@@ -21,7 +21,7 @@ async fn put_get_has_list_delete() {
     let (ha, hb) = (reference_sha256(&a), reference_sha256(&b));
 
     assert!(!store.has(&ha).await.unwrap());
-    assert_eq!(store.get(&ha).await.unwrap(), None);
+    assert!(store.get(&ha).await.unwrap().is_none());
     assert!(store.list().await.unwrap().is_empty());
 
     store.put(&ha, &js(&a)).await.unwrap();
@@ -41,7 +41,7 @@ async fn put_get_has_list_delete() {
 
     store.delete(&ha).await.unwrap();
     assert!(!store.has(&ha).await.unwrap());
-    assert_eq!(store.get(&ha).await.unwrap(), None);
+    assert!(store.get(&ha).await.unwrap().is_none());
     assert_eq!(store.list().await.unwrap(), vec![hb]);
     // Deleting what is absent is fine.
     store.delete(&ha).await.unwrap();
@@ -96,7 +96,7 @@ async fn corrupt_entries_are_reported_not_trusted() {
     assert_eq!(store.list().await.unwrap(), vec![sha]);
     // The corrupt entry can be removed like any other.
     store.delete(&sha).await.unwrap();
-    assert_eq!(store.get(&sha).await.unwrap(), None);
+    assert!(store.get(&sha).await.unwrap().is_none());
     store.close();
     BlockStore::delete_database(&name).await.unwrap();
 }

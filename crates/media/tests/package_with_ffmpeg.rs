@@ -556,3 +556,48 @@ fn a_failing_sink_stops_packaging_and_cleans_up() {
     assert!(matches!(err, MediaError::Sink(_)), "{err}");
     assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn a_failing_transcode_reports_ffmpeg_and_removes_its_output() {
+    if !ffmpeg_present() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    // Stands in for an ffmpeg that dies mid-way: it writes to its last output,
+    // complains and fails.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("ffmpeg");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\nfor last; do :; done\necho partial > \"$last\"\necho 'Conversion failed!' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let work = dir.path().join("work");
+    let opts = PackageOptions {
+        ffmpeg: fake,
+        ..PackageOptions::default()
+    };
+    let err = package(
+        &sources().av,
+        &work,
+        &keys(),
+        &opts,
+        &mut MemorySink::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    match &err {
+        MediaError::ToolFailed {
+            task, stderr_tail, ..
+        } => {
+            assert_eq!(*task, "transcode");
+            assert!(stderr_tail.contains("Conversion failed!"), "{err}");
+        }
+        other => panic!("unexpected error: {other}"),
+    }
+    assert!(
+        !work.exists(),
+        "the work dir this call created is gone with its files"
+    );
+}

@@ -9,9 +9,9 @@
 
 use std::sync::OnceLock;
 
+use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng as HashRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use rand::RngCore;
 use rand::rngs::OsRng;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -27,7 +27,9 @@ pub const SESSION_LIFETIME_SECS: u64 = 30 * 24 * 60 * 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
-    #[error("{0:?} is not a usable viewer name: use 1 to {MAX_NAME_LEN} characters, no spaces at the ends, no control characters")]
+    #[error(
+        "{0:?} is not a usable viewer name: use 1 to {MAX_NAME_LEN} characters, no spaces at the ends, no control characters"
+    )]
     InvalidName(String),
     #[error("the password is empty or longer than {MAX_PASSWORD_LEN} bytes")]
     InvalidPassword,
@@ -104,7 +106,12 @@ pub fn check_password(phc: Option<&str>, password: &str) -> bool {
 }
 
 /// Adds a viewer whose password is already hashed ([`hash_password`]).
-pub fn add_user(conn: &Connection, name: &str, password_hash: &str, now: u64) -> Result<(), AccountError> {
+pub fn add_user(
+    conn: &Connection,
+    name: &str,
+    password_hash: &str,
+    now: u64,
+) -> Result<(), AccountError> {
     validate_name(name)?;
     let inserted = conn.execute(
         "INSERT OR IGNORE INTO users (name, password_hash, created_at) VALUES (?1, ?2, ?3)",
@@ -156,7 +163,9 @@ impl SessionToken {
     /// Accepts only what [`SessionToken::generate`] makes; anything else is no session.
     pub fn parse(text: &str) -> Option<Self> {
         let well_formed = text.len() == 64
-            && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         well_formed.then(|| Self(text.to_owned()))
     }
 
@@ -169,7 +178,11 @@ impl SessionToken {
     }
 }
 
-pub fn create_session(conn: &Connection, name: &str, now: u64) -> Result<SessionToken, AccountError> {
+pub fn create_session(
+    conn: &Connection,
+    name: &str,
+    now: u64,
+) -> Result<SessionToken, AccountError> {
     let token = SessionToken::generate();
     conn.execute(
         "INSERT INTO sessions (token_sha256, user_name, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
@@ -184,9 +197,15 @@ pub fn create_session(conn: &Connection, name: &str, now: u64) -> Result<Session
 }
 
 /// The viewer a token signs in, if the session exists and has not expired.
-pub fn session_viewer(conn: &Connection, token: &SessionToken, now: u64) -> Result<Option<String>, AccountError> {
+pub fn session_viewer(
+    conn: &Connection,
+    token: &SessionToken,
+    now: u64,
+) -> Result<Option<String>, AccountError> {
     Ok(conn
-        .prepare_cached("SELECT user_name FROM sessions WHERE token_sha256 = ?1 AND expires_at > ?2")?
+        .prepare_cached(
+            "SELECT user_name FROM sessions WHERE token_sha256 = ?1 AND expires_at > ?2",
+        )?
         .query_row(params![&token.digest()[..], now as i64], |row| row.get(0))
         .optional()?)
 }
@@ -219,7 +238,10 @@ mod tests {
         assert!(!check_password(None, "correct horse"));
         assert!(!check_password(Some("not a phc string"), "x"));
         assert!(!check_password(Some(&hash), &"x".repeat(5000)));
-        assert!(matches!(hash_password(""), Err(AccountError::InvalidPassword)));
+        assert!(matches!(
+            hash_password(""),
+            Err(AccountError::InvalidPassword)
+        ));
     }
 
     #[test]
@@ -230,18 +252,34 @@ mod tests {
             add_user(&conn, "ada", "$argon2id$fake", 6),
             Err(AccountError::DuplicateName(_))
         ));
-        assert!(matches!(add_user(&conn, " ada", "h", 6), Err(AccountError::InvalidName(_))));
-        assert!(matches!(add_user(&conn, "", "h", 6), Err(AccountError::InvalidName(_))));
+        assert!(matches!(
+            add_user(&conn, " ada", "h", 6),
+            Err(AccountError::InvalidName(_))
+        ));
+        assert!(matches!(
+            add_user(&conn, "", "h", 6),
+            Err(AccountError::InvalidName(_))
+        ));
         assert_eq!(
             list_users(&conn).unwrap(),
-            [User { name: "ada".into(), created_at: 5 }]
+            [User {
+                name: "ada".into(),
+                created_at: 5
+            }]
         );
 
         let token = create_session(&conn, "ada", 1000).unwrap();
         assert_eq!(SessionToken::parse(token.as_str()), Some(token.clone()));
-        assert_eq!(session_viewer(&conn, &token, 1001).unwrap().as_deref(), Some("ada"));
+        assert_eq!(
+            session_viewer(&conn, &token, 1001).unwrap().as_deref(),
+            Some("ada")
+        );
         let expiry = 1000 + SESSION_LIFETIME_SECS;
-        assert_eq!(session_viewer(&conn, &token, expiry).unwrap(), None, "expired");
+        assert_eq!(
+            session_viewer(&conn, &token, expiry).unwrap(),
+            None,
+            "expired"
+        );
         let other = SessionToken::parse(&"0".repeat(64)).unwrap();
         assert_eq!(session_viewer(&conn, &other, 1001).unwrap(), None);
 
@@ -249,7 +287,10 @@ mod tests {
         assert_eq!(session_viewer(&conn, &token, 1001).unwrap(), None);
 
         create_session(&conn, "ada", 0).unwrap();
-        assert_eq!(purge_expired_sessions(&conn, SESSION_LIFETIME_SECS).unwrap(), 1);
+        assert_eq!(
+            purge_expired_sessions(&conn, SESSION_LIFETIME_SECS).unwrap(),
+            1
+        );
     }
 
     #[test]

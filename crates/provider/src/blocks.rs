@@ -4,7 +4,8 @@
 //! bytes whose SHA-256 is its name. [`BlockStore::put`] checks the digest before
 //! writing and makes the file appear atomically (temporary file, fsync, rename), so
 //! a reader never sees a partial block and a crash leaves at worst a stray
-//! temporary file (named `.tmp-*`, never a valid hash).
+//! temporary file (named `.tmp-<pid>-*`, never a valid hash), which
+//! [`BlockStore::remove_temporaries_of`] deletes once that process is gone.
 
 use std::fs;
 use std::io::{self, Write};
@@ -37,6 +38,8 @@ impl From<BlockStoreError> for io::Error {
         }
     }
 }
+
+const TEMP_PREFIX: &str = ".tmp-";
 
 #[derive(Clone, Debug)]
 pub struct BlockStore {
@@ -81,7 +84,11 @@ impl BlockStore {
         fs::create_dir_all(shard).map_err(io_at(shard))?;
         let mut suffix = [0u8; 8];
         OsRng.fill_bytes(&mut suffix);
-        let temp = shard.join(format!(".tmp-{}", hex::encode(suffix)));
+        let temp = shard.join(format!(
+            "{TEMP_PREFIX}{}-{}",
+            std::process::id(),
+            hex::encode(suffix)
+        ));
         let written = write_synced(&temp, sealed).and_then(|()| fs::rename(&temp, &path));
         if let Err(e) = written {
             let _ = fs::remove_file(&temp);
@@ -92,6 +99,32 @@ impl BlockStore {
             let _ = dir.sync_all();
         }
         Ok(Put::Written)
+    }
+
+    /// Deletes the temporary files that processes for which `is_dead(pid)` holds
+    /// left behind; returns how many.
+    pub fn remove_temporaries_of(&self, is_dead: impl Fn(u32) -> bool) -> usize {
+        let mut removed = 0;
+        let Ok(shards) = fs::read_dir(&self.root) else {
+            return 0;
+        };
+        for shard in shards.flatten() {
+            let Ok(files) = fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let name = file.file_name();
+                let pid = name
+                    .to_str()
+                    .and_then(|n| n.strip_prefix(TEMP_PREFIX))
+                    .and_then(|rest| rest.split('-').next())
+                    .and_then(|pid| pid.parse::<u32>().ok());
+                if pid.is_some_and(&is_dead) && fs::remove_file(file.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
     }
 
     /// Removes a block; a block that is already gone is not an error.
@@ -133,7 +166,12 @@ mod tests {
         let path = store.path_of(&hash);
         assert_eq!(fs::read(&path).unwrap(), bytes);
         assert_eq!(
-            path.parent().unwrap().file_name().unwrap().to_str().unwrap(),
+            path.parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap(),
             &hash.to_hex()[..2]
         );
         // No temporary files are left behind.
@@ -141,6 +179,22 @@ mod tests {
         store.remove(&hash).unwrap();
         assert!(!store.contains(&hash));
         store.remove(&hash).unwrap();
+    }
+
+    #[test]
+    fn temporaries_of_dead_writers_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = BlockStore::new(tmp.path());
+        let bytes = b"kept".to_vec();
+        let hash = Sha256Hash::of(&bytes);
+        store.put(&hash, &bytes).unwrap();
+        let shard = store.path_of(&hash).parent().unwrap().to_owned();
+        fs::write(shard.join(".tmp-77-abcd"), b"half").unwrap();
+        fs::write(shard.join(".tmp-78-abcd"), b"half").unwrap();
+        assert_eq!(store.remove_temporaries_of(|pid| pid == 77), 1);
+        assert!(!shard.join(".tmp-77-abcd").exists());
+        assert!(shard.join(".tmp-78-abcd").exists());
+        assert!(store.contains(&hash));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use telly_proto::{
-    KeyId, Manifest, SignedManifest, Sha256Hash, TitleId, TitleKeys, TitleSummary,
+    KeyId, Manifest, Sha256Hash, SignedManifest, TitleId, TitleKeys, TitleSummary,
     signing::SignatureHex,
 };
 
@@ -28,7 +28,9 @@ pub enum CatalogueError {
         "{0:?} is not a usable title id: use 1 to {MAX_ID_LEN} of a-z, 0-9 and '-', not starting or ending with '-'"
     )]
     InvalidId(String),
-    #[error("a title with id {0:?} already exists; choose another id with --id, or remove it first")]
+    #[error(
+        "a title with id {0:?} already exists; choose another id with --id, or remove it first"
+    )]
     DuplicateId(String),
     #[error("no title with id {0:?}")]
     NotFound(String),
@@ -222,7 +224,9 @@ fn summary_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(TitleSummary, 
     ))
 }
 
-fn finish_summary((mut summary, swarm_hex): (TitleSummary, String)) -> Result<TitleSummary, CatalogueError> {
+fn finish_summary(
+    (mut summary, swarm_hex): (TitleSummary, String),
+) -> Result<TitleSummary, CatalogueError> {
     summary.swarm_id = swarm_hex.parse().map_err(|_| CatalogueError::Corrupt {
         id: summary.id.clone(),
         what: "swarm id".into(),
@@ -246,13 +250,18 @@ pub fn list(conn: &Connection) -> Result<Vec<TitleSummary>, CatalogueError> {
 
 pub fn get(conn: &Connection, id: &str) -> Result<Option<TitleSummary>, CatalogueError> {
     let row = conn
-        .prepare_cached(&format!("SELECT {SUMMARY_COLUMNS} FROM titles WHERE id = ?1"))?
+        .prepare_cached(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM titles WHERE id = ?1"
+        ))?
         .query_row([id], summary_from_row)
         .optional()?;
     row.map(finish_summary).transpose()
 }
 
-pub fn signed_manifest(conn: &Connection, id: &str) -> Result<Option<SignedManifest>, CatalogueError> {
+pub fn signed_manifest(
+    conn: &Connection,
+    id: &str,
+) -> Result<Option<SignedManifest>, CatalogueError> {
     Ok(conn
         .prepare_cached("SELECT manifest_body, manifest_signature FROM titles WHERE id = ?1")?
         .query_row([id], |row| {
@@ -304,7 +313,9 @@ pub fn secrets(conn: &Connection, id: &str) -> Result<Option<TitleSecrets>, Cata
 /// random per-title keys make practically impossible) is attributed to one of them.
 pub fn block_owners(conn: &Connection) -> Result<HashMap<Sha256Hash, TitleId>, CatalogueError> {
     let mut stmt = conn.prepare("SELECT sha256, title_id FROM title_blocks")?;
-    let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
+    let rows = stmt.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+    })?;
     let mut owners = HashMap::new();
     for row in rows {
         let (hex, title) = row?;
@@ -372,7 +383,12 @@ pub(crate) mod tests {
 
     /// A title whose init segment and blocks are `blocks` (all at least 28 bytes),
     /// for tests that need a catalogue without running ffmpeg.
-    pub(crate) fn sample_title(id: &str, key: &SigningKey, blocks: &[Vec<u8>], published_at: u64) -> NewTitle {
+    pub(crate) fn sample_title(
+        id: &str,
+        key: &SigningKey,
+        blocks: &[Vec<u8>],
+        published_at: u64,
+    ) -> NewTitle {
         let init = entry(&blocks[0], 0, 0);
         let mut start = 0;
         let blocks = blocks[1..]
@@ -421,11 +437,17 @@ pub(crate) mod tests {
 
     #[test]
     fn slugs() {
-        assert_eq!(slug_from_title("The Big Test: Part 2!"), "the-big-test-part-2");
+        assert_eq!(
+            slug_from_title("The Big Test: Part 2!"),
+            "the-big-test-part-2"
+        );
         assert_eq!(slug_from_title("  --  "), "title");
         assert_eq!(slug_from_title("Ünïcode Ärger"), "n-code-rger");
         let long = slug_from_title(&"ab ".repeat(100));
-        assert!(long.len() <= MAX_ID_LEN && validate_id(&long).is_ok(), "{long}");
+        assert!(
+            long.len() <= MAX_ID_LEN && validate_id(&long).is_ok(),
+            "{long}"
+        );
         for title in ["x", "Hello World", "a--b", "9"] {
             validate_id(&slug_from_title(title)).unwrap();
         }
@@ -433,7 +455,17 @@ pub(crate) mod tests {
 
     #[test]
     fn ids_that_could_escape_a_directory_are_refused() {
-        for bad in ["", "../x", "a/b", "A", "-a", "a-", "a b", ".", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            "A",
+            "-a",
+            "a-",
+            "a b",
+            ".",
+            &"a".repeat(65),
+        ] {
             assert!(validate_id(bad).is_err(), "{bad:?}");
         }
     }
@@ -470,7 +502,10 @@ pub(crate) mod tests {
         assert_eq!(orphans.len(), 2, "the block b shares must stay");
         assert!(!orphans.contains(&Sha256Hash::of(&shared)));
         assert!(is_block_referenced(&conn, &Sha256Hash::of(&shared)).unwrap());
-        assert!(matches!(remove(&mut conn, "a"), Err(CatalogueError::NotFound(_))));
+        assert!(matches!(
+            remove(&mut conn, "a"),
+            Err(CatalogueError::NotFound(_))
+        ));
     }
 
     #[test]

@@ -44,7 +44,12 @@ impl DataDir {
     /// Opens (and creates, if need be) the data directory at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, DataDirError> {
         let dir = Self { root: root.into() };
-        for path in [dir.root.clone(), dir.blocks_dir(), dir.titles_dir(), dir.tmp_dir()] {
+        for path in [
+            dir.root.clone(),
+            dir.blocks_dir(),
+            dir.titles_dir(),
+            dir.tmp_dir(),
+        ] {
             fs::create_dir_all(&path).map_err(io_at(&path))?;
         }
         Ok(dir)
@@ -101,7 +106,9 @@ impl DataDir {
         OsRng.fill_bytes(&mut seed);
         let mut suffix = [0u8; 8];
         OsRng.fill_bytes(&mut suffix);
-        let temp = self.tmp_dir().join(format!("provider.key.{}", hex::encode(suffix)));
+        let temp = self
+            .tmp_dir()
+            .join(format!("provider.key.{}", hex::encode(suffix)));
         {
             let mut file = fs::OpenOptions::new()
                 .write(true)
@@ -133,7 +140,10 @@ impl DataDir {
 
 fn read_key(path: &Path) -> Result<SigningKey, DataDirError> {
     let text = fs::read_to_string(path).map_err(io_at(path))?;
-    let mode = fs::metadata(path).map_err(io_at(path))?.permissions().mode();
+    let mode = fs::metadata(path)
+        .map_err(io_at(path))?
+        .permissions()
+        .mode();
     if mode & 0o077 != 0 {
         tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777),
             "the provider key is readable by others; chmod 600 it");
@@ -161,7 +171,10 @@ mod tests {
         let first = dir.provider_key().unwrap();
         let mode = fs::metadata(dir.key_path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        let again = DataDir::open(tmp.path().join("d")).unwrap().provider_key().unwrap();
+        let again = DataDir::open(tmp.path().join("d"))
+            .unwrap()
+            .provider_key()
+            .unwrap();
         assert_eq!(first.to_bytes(), again.to_bytes());
         assert_eq!(fs::read_dir(dir.tmp_dir()).unwrap().count(), 0);
     }
@@ -172,6 +185,9 @@ mod tests {
         let dir = DataDir::open(tmp.path()).unwrap();
         fs::write(dir.key_path(), "not hex at all").unwrap();
         assert!(matches!(dir.provider_key(), Err(DataDirError::BadKey(_))));
-        assert_eq!(fs::read_to_string(dir.key_path()).unwrap(), "not hex at all");
+        assert_eq!(
+            fs::read_to_string(dir.key_path()).unwrap(),
+            "not hex at all"
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! - [`catalogue`]: titles, manifests, keys, and which blocks belong to which title;
 //! - [`accounts`]: viewers, password hashes and sessions;
 //! - [`publish`]: packaging a video file into a title (`telly publish`);
+//! - [`journal`]: what a publish run wrote, so a killed run can be undone;
 //! - [`metrics`]: what the origin sent, per title and block;
 //! - [`http`]: `telly serve`, the API of docs/API.md.
 //!
@@ -17,6 +18,7 @@ pub mod catalogue;
 pub mod data_dir;
 pub mod db;
 pub mod http;
+pub mod journal;
 pub mod metrics;
 pub mod publish;
 

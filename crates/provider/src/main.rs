@@ -15,7 +15,11 @@ use telly_provider::publish::{self, PublishRequest};
 use telly_provider::{accounts, catalogue, db, unix_now};
 
 #[derive(Parser)]
-#[command(name = "telly", version, about = "Telly: peer-to-peer television, the provider's side")]
+#[command(
+    name = "telly",
+    version,
+    about = "Telly: peer-to-peer television, the provider's side"
+)]
 struct Cli {
     /// The provider's data directory [default: $TELLY_DATA_DIR, else ./telly-data]
     #[arg(long, global = true, value_name = "DIR")]
@@ -69,7 +73,12 @@ struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// The built web app [default: $TELLY_WEB_DIR, else ./dist]
-    #[arg(long, value_name = "DIR", env = "TELLY_WEB_DIR", default_value = "dist")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "TELLY_WEB_DIR",
+        default_value = "dist"
+    )]
     web_dir: PathBuf,
     /// The name the web app shows.
     #[arg(long, default_value = "Telly")]
@@ -104,6 +113,7 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let root = data_dir::resolve(cli.data_dir);
@@ -152,7 +162,12 @@ fn publish_command(root: &std::path::Path, args: PublishArgs) -> Result<()> {
     let outcome = publish::publish(&data, &request, &mut on_progress);
     bar.finish_and_clear();
     let published = outcome.with_context(|| format!("publishing {}", args.file.display()))?;
-    let blocks: usize = published.manifest.tracks.iter().map(|t| t.blocks.len() + 1).sum();
+    let blocks: usize = published
+        .manifest
+        .tracks
+        .iter()
+        .map(|t| t.blocks.len() + 1)
+        .sum();
     println!(
         "published {:?} as {} ({:.1} s, {} tracks, {} blocks, {} bytes sealed) in {:.1} s (transcode {:.1} s, encrypt and seal {:.1} s)",
         published.manifest.title,
@@ -192,6 +207,8 @@ fn serve_command(root: PathBuf, args: ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let addr = listener.local_addr()?;
+        // On stdout, for people and for scripts that start the server on port 0.
+        println!("serving http://{addr}/");
         tracing::info!(
             url = %format!("http://{addr}/"),
             data_dir = %config.data_dir.display(),
@@ -264,7 +281,10 @@ fn read_password_line() -> Result<String> {
         std::io::stderr().flush()?;
     }
     let mut line = String::new();
-    stdin.lock().read_line(&mut line).context("reading the password from standard input")?;
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
     let password = line.trim_end_matches(['\r', '\n']).to_owned();
     if password.is_empty() {
         bail!("no password given (use --password, $TELLY_PASSWORD or standard input)");

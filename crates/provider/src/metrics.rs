@@ -57,7 +57,11 @@ impl BlockOwners {
 
     /// Whether the map was read at a generation other than `current`.
     pub fn is_stale(&self, current: i64) -> bool {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).generation != Some(current)
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .generation
+            != Some(current)
     }
 
     pub fn replace(&self, generation: i64, owners: HashMap<Sha256Hash, TitleId>) {

@@ -4,7 +4,9 @@
 //! directory, title and keys committed to the catalogue) or leaves nothing behind:
 //! on any failure the blocks this run wrote that no title references are deleted,
 //! the title directory it created is removed, and no row is committed. The catalogue
-//! row is the commit point: it is written last, in one transaction.
+//! row is the commit point: it is written last, in one transaction. A run that is
+//! killed cannot clean up itself; its journal lets the next run do it
+//! ([`crate::journal`]).
 
 use std::collections::HashSet;
 use std::fs;
@@ -17,12 +19,15 @@ use rand::rngs::OsRng;
 use rusqlite::Connection;
 use telly_media::package::{self, BlockSink, MediaError, PackageOptions, Progress};
 use telly_proto::manifest::MANIFEST_VERSION;
-use telly_proto::{KeyId, Manifest, ManifestError, ProviderPublicKey, Sha256Hash, SignedManifest, TitleKeys};
+use telly_proto::{
+    KeyId, Manifest, ManifestError, ProviderPublicKey, Sha256Hash, SignedManifest, TitleKeys,
+};
 
 use crate::blocks::{BlockStore, BlockStoreError, Put};
 use crate::catalogue::{self, CatalogueError, LicenceWindow, NewTitle, TitleInfo};
 use crate::data_dir::{DataDir, DataDirError};
 use crate::db::{self, DbError};
+use crate::journal::{self, PublishJournal, WORK_PREFIX};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -88,6 +93,7 @@ pub fn publish(
     };
     catalogue::validate_id(&id)?;
     let mut conn = db::open(&data.database_path())?;
+    journal::recover(data, &conn)?;
     // Checked again inside the inserting transaction; this early check only spares
     // a long transcode that could not be recorded.
     if catalogue::exists(&conn, &id)? {
@@ -109,15 +115,20 @@ pub fn publish(
     let signing_key = data.provider_key()?;
     let keys = new_title_keys();
 
+    let journal = PublishJournal::create(data, &id).map_err(|source| PublishError::Io {
+        path: data.tmp_dir(),
+        source,
+    })?;
     let mut sink = RecordingSink {
         store: BlockStore::new(data.blocks_dir()),
+        journal,
         written: Vec::new(),
         seen: HashSet::new(),
     };
     let mut created_title_dir = None;
     let outcome = (|| {
         let work_dir = tempfile::Builder::new()
-            .prefix("publish-")
+            .prefix(&format!("{WORK_PREFIX}{}-", std::process::id()))
             .tempdir_in(data.tmp_dir())
             .map_err(|source| PublishError::Io {
                 path: data.tmp_dir(),
@@ -188,6 +199,7 @@ pub fn publish(
     if outcome.is_err() {
         roll_back(&conn, &sink, created_title_dir.as_deref());
     }
+    sink.journal.finish();
     outcome
 }
 
@@ -202,7 +214,9 @@ fn roll_back(conn: &Connection, sink: &RecordingSink, title_dir: Option<&Path>) 
                 }
             }
             Ok(true) => {}
-            Err(e) => tracing::warn!(block = %hash, error = %e, "kept a block: could not check its references"),
+            Err(e) => {
+                tracing::warn!(block = %hash, error = %e, "kept a block: could not check its references")
+            }
         }
     }
     if let Some(dir) = title_dir
@@ -217,6 +231,7 @@ fn roll_back(conn: &Connection, sink: &RecordingSink, title_dir: Option<&Path>) 
 pub fn remove_title(data: &DataDir, id: &str) -> Result<usize, PublishError> {
     catalogue::validate_id(id)?;
     let mut conn = db::open(&data.database_path())?;
+    journal::recover(data, &conn)?;
     let orphans = catalogue::remove(&mut conn, id)?;
     let store = BlockStore::new(data.blocks_dir());
     for hash in &orphans {
@@ -250,15 +265,18 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> PublishError + '_ {
     }
 }
 
-/// Stores blocks and remembers which ones this run created, for the roll-back.
+/// Stores blocks and remembers which ones this run created, for the roll-back
+/// (and, should this process die, in the journal for [`journal::recover`]).
 struct RecordingSink {
     store: BlockStore,
+    journal: PublishJournal,
     written: Vec<Sha256Hash>,
     seen: HashSet<Sha256Hash>,
 }
 
 impl BlockSink for RecordingSink {
     fn put(&mut self, sha256: &Sha256Hash, sealed: &[u8]) -> io::Result<()> {
+        self.journal.record_block(sha256)?;
         if self.store.put(sha256, sealed)? == Put::Written {
             self.written.push(*sha256);
         }

@@ -1,1 +1,127 @@
+//! telly-sim: a discrete-event simulator that drives thousands of telly-swarm
+//! engines in virtual time, against an origin-only CDN and a baseline modelled on
+//! p2p-media-loader.
+//!
+//! Links use a queueing model at message granularity (see [`world`]): each
+//! viewer's uplink and downlink serve 64 KiB chunks first come first served at
+//! their capacity, so a viewer's upload is shared among the peers it serves and
+//! congestion is real; control messages pay only latency. Content is modelled by
+//! sizes and an honesty flag ([`model`]); the engine's decisions run unchanged.
 
+pub mod baseline;
+pub mod model;
+pub mod node;
+pub mod report;
+pub mod scenario;
+pub mod world;
+
+use std::time::Instant;
+
+use report::{Figures, Series, minimum_origin};
+use scenario::Scenario;
+use world::{Strategy, World};
+
+/// Everything one scenario run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub telly: Figures,
+    pub baselines: Vec<Figures>,
+    /// Extra Telly variants (store-and-forward when the scenario asks).
+    pub variants: Vec<Figures>,
+    pub series: Series,
+    pub peak_rss_mb: f64,
+    pub rss_after_telly_mb: f64,
+}
+
+/// Runs one strategy; `progress(virtual ms, horizon ms)`.
+pub fn run_strategy(
+    scenario: &Scenario,
+    strategy: Strategy,
+    check_every: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> (Figures, Vec<(f64, u64)>) {
+    let started = Instant::now();
+    let mut world = World::new(scenario, strategy);
+    world.check_every = check_every;
+    let horizon = world.horizon_ms();
+    world.run(|now| progress(now, horizon));
+    let records = world.records();
+    let minimum = minimum_origin(&records, scenario.title_bytes());
+    let figures = Figures::new(
+        strategy.label(),
+        scenario,
+        &records,
+        world.origin_bytes,
+        minimum,
+        started.elapsed().as_secs_f64(),
+        world.events,
+    );
+    let series = world.samples.iter().map(|s| (s.0, s.1)).collect();
+    let t = &world.engine_totals;
+    tracing::info!(
+        strategy = strategy.label(),
+        origin_fetches = t.origin_fetches,
+        unheld = t.origin_fetches_unheld,
+        waiting = t.origin_fetches_waiting,
+        timeouts = t.requests_timed_out,
+        duplicate_bytes = t.bytes_duplicate,
+        "engine totals"
+    );
+    if std::env::var_os("TELLY_SIM_DEBUG").is_some() {
+        eprintln!("{} engine totals: {t:?}", strategy.label());
+    }
+    (figures, series)
+}
+
+/// Runs Telly and both baselines (and the relay comparison if asked). The
+/// theoretical minimum is Telly's (same arrivals and capacities in every run).
+pub fn run_scenario(
+    scenario: &Scenario,
+    check_every: u64,
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> Outcome {
+    let mut run = |strategy: Strategy| {
+        let label = strategy.label();
+        run_strategy(scenario, strategy, check_every, &mut |now, horizon| {
+            progress(label, now, horizon)
+        })
+    };
+    let (telly, telly_series) = run(Strategy::Telly { relay: true });
+    let rss_after_telly_mb = peak_rss_mb();
+    let mut series = vec![(telly.strategy.clone(), telly_series)];
+    let mut baselines = Vec::new();
+    for strategy in [Strategy::OriginOnly, Strategy::P2pmlLike] {
+        let (mut figures, s) = run(strategy);
+        figures.min_origin_bytes = telly.min_origin_bytes;
+        figures.origin_over_min = figures.origin_bytes as f64 / telly.min_origin_bytes.max(1) as f64;
+        series.push((figures.strategy.clone(), s));
+        baselines.push(figures);
+    }
+    let mut variants = Vec::new();
+    if scenario.compare_relay {
+        let (figures, s) = run(Strategy::Telly { relay: false });
+        series.push((figures.strategy.clone(), s));
+        variants.push(figures);
+    }
+    Outcome {
+        telly,
+        baselines,
+        variants,
+        series,
+        peak_rss_mb: peak_rss_mb(),
+        rss_after_telly_mb,
+    }
+}
+
+/// Peak resident memory of this process (Linux), in MiB; 0 where unknown.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}

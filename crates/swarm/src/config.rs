@@ -48,6 +48,9 @@ pub struct Config {
     pub unix_ms_at_zero: u64,
     /// When false the engine neither asks peers nor serves them (origin only).
     pub peer_to_peer: bool,
+    /// Announce and serve a block from its first verified chunk (cut-through
+    /// relaying); when false, only whole blocks are announced (store-and-forward).
+    pub relay_partial: bool,
 }
 
 impl Default for Config {
@@ -73,6 +76,7 @@ impl Default for Config {
             resident_blocks: 24,
             unix_ms_at_zero: 0,
             peer_to_peer: true,
+            relay_partial: true,
         }
     }
 }
@@ -89,6 +93,10 @@ pub struct Stats {
     pub bytes_discarded: u64,
     pub blocks_delivered: u64,
     pub origin_fetches: u64,
+    /// Origin fetches of blocks that no connected peer announced.
+    pub origin_fetches_unheld: u64,
+    /// Origin fetches while starting or stalled.
+    pub origin_fetches_waiting: u64,
     pub requests_timed_out: u64,
     pub peers_connected: usize,
     pub peers_banned: usize,

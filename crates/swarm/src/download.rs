@@ -64,10 +64,6 @@ impl<T: Trust> Partial<T> {
         }
     }
 
-    pub fn has_chunk(&self, index: usize) -> bool {
-        matches!(self.chunks.get(index), Some(ChunkState::Got { .. }))
-    }
-
     pub fn chunk_data(&self, index: usize) -> Option<&T::Chunk> {
         match self.chunks.get(index) {
             Some(ChunkState::Got { data, .. }) => Some(data),

@@ -651,7 +651,9 @@ impl<T: Trust> Engine<T> {
             return;
         };
         let first_announce = !partial.announced;
-        partial.announced = true;
+        if self.config.relay_partial {
+            partial.announced = true;
+        }
         let accepted = partial.accept(index, data, from);
         let also_asked = match &accepted {
             Accepted::Duplicate => {
@@ -677,7 +679,7 @@ impl<T: Trust> Engine<T> {
             if first_announce {
                 self.broadcast_have(block);
             }
-        } else if first_announce {
+        } else if first_announce && self.config.relay_partial {
             self.broadcast_have(block);
         }
     }
@@ -744,7 +746,7 @@ impl<T: Trust> Engine<T> {
         block: BlockId,
         chunk: u16,
         at: Millis,
-        _now: Millis,
+        now: Millis,
     ) {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
@@ -753,6 +755,15 @@ impl<T: Trust> Engine<T> {
             return;
         };
         if p.inflight[i].expires != at {
+            return;
+        }
+        // A peer that keeps delivering is busy, not dead: its queue just runs long
+        // (the planner asks a second peer if a deadline is at risk). Re-arm.
+        let progressing = now.since(p.last_arrival) < self.config.min_request_timeout_ms;
+        if progressing {
+            let expires = now + self.config.min_request_timeout_ms;
+            p.inflight[i].expires = expires;
+            self.expiries.push(Reverse((expires, peer, block, chunk)));
             return;
         }
         p.penalize();
@@ -765,7 +776,8 @@ impl<T: Trust> Engine<T> {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        p.backoff_until = now + 300;
+        p.remember_refusal(block, now + 500);
+        self.plan_wake = self.plan_wake.min(now + 500);
         for chunk in first..first.saturating_add(count) {
             if let Some(at) = p.find_inflight(block, chunk) {
                 p.take_inflight(at);

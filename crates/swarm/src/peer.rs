@@ -61,6 +61,8 @@ pub(crate) struct Peer {
     pub rtt: f64,
     pub last_arrival: Millis,
     pub cancelled: VecDeque<(BlockId, u16)>,
+    /// Blocks this peer recently refused us, and until when we leave them be.
+    pub refusals: VecDeque<(BlockId, Millis)>,
     pub bytes_down: u64,
     // --- upload side: what they ask of us ---
     pub queue: Vec<Queued>,
@@ -92,6 +94,7 @@ impl Peer {
             rtt: initial_rtt,
             last_arrival: Millis::ZERO,
             cancelled: VecDeque::new(),
+            refusals: VecDeque::new(),
             bytes_down: 0,
             queue: Vec::new(),
             unchoked: false,
@@ -135,6 +138,20 @@ impl Peer {
             self.cancelled.pop_front();
         }
         self.cancelled.push_back((block, chunk));
+    }
+
+    /// Remembers that the peer refused `block` (it lacks those chunks for now).
+    pub fn remember_refusal(&mut self, block: BlockId, until: Millis) {
+        if self.refusals.len() == 16 {
+            self.refusals.pop_front();
+        }
+        self.refusals.push_back((block, until));
+    }
+
+    /// True when we may ask this peer for `block` now.
+    pub fn may_ask(&self, block: BlockId, now: Millis) -> bool {
+        self.have.get(block.0 as usize)
+            && !self.refusals.iter().any(|&(b, until)| b == block && until > now)
     }
 
     /// Learns from a chunk of `len` bytes that arrived at `now`, asked at `sent_at`.

@@ -199,6 +199,18 @@ impl<T: Trust> Engine<T> {
         } else {
             (at_risk[0], *at_risk.last().expect("not empty"))
         };
+        let mut asked = Vec::new();
+        for i in first..=last {
+            partial.mark_origin(usize::from(i));
+            if let ChunkState::Requested { first: a, second } = partial.chunks[usize::from(i)] {
+                asked.extend([Some(a), second].into_iter().flatten().map(|p| (p, i)));
+            }
+        }
+        // The origin now brings these: asking peers too would only duplicate.
+        for (peer, chunk) in asked {
+            self.cancel_request(peer, block, chunk);
+        }
+        let partial = self.partial.get_mut(&block).expect("still there");
         for i in first..=last {
             partial.mark_origin(usize::from(i));
         }
@@ -207,6 +219,12 @@ impl<T: Trust> Engine<T> {
             .sum();
         self.origin_inflight.insert(block, (now, fetched));
         self.stats.origin_fetches += 1;
+        if nobody_has {
+            self.stats.origin_fetches_unheld += 1;
+        }
+        if matches!(self.play, PlayState::Starting | PlayState::Stalled) {
+            self.stats.origin_fetches_waiting += 1;
+        }
         self.actions.push_back(Action::FetchFromOrigin {
             block,
             first,
@@ -238,7 +256,7 @@ impl<T: Trust> Engine<T> {
                 .filter_map(|id| {
                     let p = &self.peers[id];
                     let room = p.pipeline_bytes(chunk) as i64 - (p.inflight_bytes + len) as i64;
-                    (p.have.get(block.0 as usize) && room >= 0).then_some((room, *id))
+                    (p.may_ask(block, now) && room >= 0).then_some((room, *id))
                 })
                 .max();
             match roomiest {
@@ -267,7 +285,7 @@ impl<T: Trust> Engine<T> {
             .filter_map(|id| {
                 let p = &self.peers[id];
                 let cap = p.pipeline_bytes(chunk) * if urgent { 2 } else { 1 };
-                if !p.have.get(block.0 as usize) || p.inflight_bytes + len > cap {
+                if !p.may_ask(block, now) || p.inflight_bytes + len > cap {
                     return None;
                 }
                 let eta = p.eta(now, len);

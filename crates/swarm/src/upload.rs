@@ -14,6 +14,7 @@
 
 use telly_proto::wire::{BlockId, CHUNK_SIZE, GoodbyeReason};
 
+use crate::download::ChunkState;
 use crate::engine::{Action, Engine};
 use crate::message::PeerMessage;
 use crate::peer::{PeerId, Queued};
@@ -227,7 +228,7 @@ impl<T: Trust> Engine<T> {
                 .count()
                 .max(1);
             let fair_rate = cap / active as f64;
-            let mut best: Option<(f64, PeerId, usize)> = None;
+            let mut best: Option<(f64, PeerId, BlockId, u16)> = None;
             let mut gone = Vec::new();
             let mut loads = Vec::new();
             for (id, p) in self.peers.iter_mut() {
@@ -244,7 +245,7 @@ impl<T: Trust> Engine<T> {
                 }
                 p.decay_recent_up(now);
                 let penalty = p.recent_up / fair_rate;
-                for (i, q) in p.queue.iter().enumerate().take(LOOKAHEAD) {
+                for q in p.queue.iter().take(LOOKAHEAD) {
                     let ready = match self.layout.get(q.block) {
                         Some(_) if self.have.get(q.block.0 as usize) => {
                             match self.resident.get(&q.block) {
@@ -257,8 +258,16 @@ impl<T: Trust> Engine<T> {
                                 }
                             }
                         }
-                        _ => match self.partial.get(&q.block) {
-                            Some(part) if part.announced => part.has_chunk(usize::from(q.chunk)),
+                        _ => match self.partial.get(&q.block).map(|part| {
+                            (part.announced, part.chunks.get(usize::from(q.chunk)))
+                        }) {
+                            Some((true, Some(ChunkState::Got { .. }))) => true,
+                            // Being fetched: a relay serves it when it arrives.
+                            Some((true, Some(ChunkState::Requested { .. } | ChunkState::Origin))) => {
+                                false
+                            }
+                            // Nobody is fetching it here: waiting could deadlock
+                            // two relays asking each other, so refuse at once.
                             _ => {
                                 gone.push((*id, q.block, q.chunk));
                                 false
@@ -267,8 +276,8 @@ impl<T: Trust> Engine<T> {
                     };
                     if ready {
                         let key = q.deadline.0 as f64 + penalty;
-                        if best.is_none_or(|(k, _, _)| key < k) {
-                            best = Some((key, *id, i));
+                        if best.is_none_or(|(k, _, _, _)| key < k) {
+                            best = Some((key, *id, q.block, q.chunk));
                         }
                         break;
                     }
@@ -293,20 +302,19 @@ impl<T: Trust> Engine<T> {
                     },
                 );
             }
-            let Some((_, peer, index)) = best else {
+            let Some((_, peer, block, chunk)) = best else {
                 return;
             };
-            self.send_chunk(peer, index, now);
+            self.send_chunk(peer, block, chunk, now);
         }
     }
 
-    fn send_chunk(&mut self, peer: PeerId, index: usize, now: Millis) {
-        let q = self
-            .peers
-            .get_mut(&peer)
-            .expect("chosen among peers")
-            .queue
-            .remove(index);
+    fn send_chunk(&mut self, peer: PeerId, block: BlockId, chunk: u16, now: Millis) {
+        let p = self.peers.get_mut(&peer).expect("chosen among peers");
+        let Some(index) = p.queue.iter().position(|q| q.block == block && q.chunk == chunk) else {
+            return;
+        };
+        let q = p.queue.remove(index);
         let Readiness::Ready(data) = self.readiness(q.block, q.chunk) else {
             return;
         };

@@ -11,7 +11,7 @@ use telly_proto::{ClearKeyRequest, ClearKeyResponse, Licence, SignedManifest, Ti
 
 use super::error::JsonBody;
 use super::session::{Viewer, clear_cookie, set_cookie};
-use super::{AppState, ApiFailure};
+use super::{ApiFailure, AppState};
 use crate::accounts::{self, MAX_NAME_LEN, MAX_PASSWORD_LEN};
 use crate::catalogue::{self, TitleSecrets};
 use crate::unix_now;
@@ -41,9 +41,10 @@ pub async fn sign_in(
         .await
         .map_err(ApiFailure::internal)?;
     let password = sign_in.password;
-    let matches = tokio::task::spawn_blocking(move || accounts::check_password(stored.as_deref(), &password))
-        .await
-        .map_err(ApiFailure::internal)?;
+    let matches =
+        tokio::task::spawn_blocking(move || accounts::check_password(stored.as_deref(), &password))
+            .await
+            .map_err(ApiFailure::internal)?;
     drop(permit);
     if !matches {
         tracing::info!(viewer = %sign_in.name, "sign-in refused");
@@ -73,20 +74,33 @@ pub async fn current_session(viewer: Viewer) -> Json<SessionInfo> {
     })
 }
 
-pub async fn sign_out(State(state): State<Arc<AppState>>, viewer: Viewer) -> Result<Response, ApiFailure> {
+pub async fn sign_out(
+    State(state): State<Arc<AppState>>,
+    viewer: Viewer,
+) -> Result<Response, ApiFailure> {
     let token = viewer.token;
     state
         .with_db(move |conn| accounts::end_session(conn, &token))
         .await?;
-    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, clear_cookie())]).into_response())
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, clear_cookie())],
+    )
+        .into_response())
 }
 
-pub async fn list_titles(State(state): State<Arc<AppState>>, _viewer: Viewer) -> Result<Json<Vec<TitleSummary>>, ApiFailure> {
+pub async fn list_titles(
+    State(state): State<Arc<AppState>>,
+    _viewer: Viewer,
+) -> Result<Json<Vec<TitleSummary>>, ApiFailure> {
     Ok(Json(state.with_db(catalogue::list).await?))
 }
 
 fn no_title(id: &str) -> ApiFailure {
-    ApiFailure::not_found(format!("no title {:?}", id.chars().take(80).collect::<String>()))
+    ApiFailure::not_found(format!(
+        "no title {:?}",
+        id.chars().take(80).collect::<String>()
+    ))
 }
 
 pub async fn get_title(

@@ -43,7 +43,13 @@ impl ApiFailure {
 
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
-        (self.status, Json(ApiError { error: self.message })).into_response()
+        (
+            self.status,
+            Json(ApiError {
+                error: self.message,
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -60,8 +66,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|rejection| ApiFailure::new(rejection.status(), rejection.body_text()))?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiFailure::bad_request(format!("the request body is not valid JSON for this route: {e}")))
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            ApiFailure::bad_request(format!(
+                "the request body is not valid JSON for this route: {e}"
+            ))
+        })
     }
 }

@@ -164,7 +164,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/config", get(api::config))
         .route(
             "/session",
-            post(api::sign_in).get(api::current_session).delete(api::sign_out),
+            post(api::sign_in)
+                .get(api::current_session)
+                .delete(api::sign_out),
         )
         .route("/titles", get(api::list_titles))
         .route("/titles/{id}", get(api::get_title))

@@ -16,7 +16,7 @@ use telly_proto::api::Metrics;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
-use super::{AppState, ApiFailure};
+use super::{ApiFailure, AppState};
 use crate::catalogue;
 
 pub const BLOCK_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
@@ -24,7 +24,10 @@ pub const POSTER_CACHE_CONTROL: &str = "public, max-age=86400";
 
 /// Only the canonical form: 64 lowercase hex digits.
 fn parse_block_hash(text: &str) -> Option<Sha256Hash> {
-    let canonical = text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let canonical = text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     canonical.then(|| text.parse().ok()).flatten()
 }
 
@@ -44,8 +47,9 @@ pub async fn block(
     Path(hex): Path<String>,
     request: Request,
 ) -> Result<Response, ApiFailure> {
-    let hash = parse_block_hash(&hex)
-        .ok_or_else(|| ApiFailure::bad_request("a block is named by its SHA-256 as 64 lowercase hex digits"))?;
+    let hash = parse_block_hash(&hex).ok_or_else(|| {
+        ApiFailure::bad_request("a block is named by its SHA-256 as 64 lowercase hex digits")
+    })?;
     let path = state.blocks.path_of(&hash);
     let unknown = || ApiFailure::not_found(format!("no block {hex}"));
     if !tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file()) {
@@ -75,7 +79,10 @@ pub async fn block(
     let headers = response.headers_mut();
     headers.insert(header::ETAG, etag);
     headers.insert(header::CACHE_CONTROL, cache_control);
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     let sent = success.then(|| {
         headers
             .get(header::CONTENT_LENGTH)
@@ -95,7 +102,8 @@ async fn count(state: &Arc<AppState>, hash: Sha256Hash, bytes: u64) {
     let mut owner = state.owners.owner(&hash);
     if owner.is_none() {
         let reloading = Arc::clone(state);
-        let refreshed = tokio::task::spawn_blocking(move || reloading.refresh_owners_blocking()).await;
+        let refreshed =
+            tokio::task::spawn_blocking(move || reloading.refresh_owners_blocking()).await;
         match refreshed {
             Ok(Ok(())) => owner = state.owners.owner(&hash),
             Ok(Err(e)) => tracing::warn!(error = %e, "could not reload the block map"),
@@ -108,7 +116,10 @@ async fn count(state: &Arc<AppState>, hash: Sha256Hash, bytes: u64) {
     }
 }
 
-pub async fn poster(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiFailure> {
+pub async fn poster(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiFailure> {
     let missing = || ApiFailure::not_found("no poster for this title");
     catalogue::validate_id(&id).map_err(|_| missing())?;
     let jpeg = tokio::fs::read(state.data.poster_path(&id))
@@ -117,7 +128,10 @@ pub async fn poster(State(state): State<Arc<AppState>>, Path(id): Path<String>) 
     Ok((
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg")),
-            (header::CACHE_CONTROL, HeaderValue::from_static(POSTER_CACHE_CONTROL)),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(POSTER_CACHE_CONTROL),
+            ),
         ],
         jpeg,
     )
@@ -153,7 +167,10 @@ mod tests {
         let etag = "\"abc\"";
         let mut headers = HeaderMap::new();
         assert!(!if_none_match_hits(&headers, etag));
-        headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"x\", W/\"abc\""));
+        headers.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"x\", W/\"abc\""),
+        );
         assert!(if_none_match_hits(&headers, etag));
         headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"abcd\""));
         assert!(!if_none_match_hits(&headers, etag));

@@ -6,7 +6,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 
-use super::{AppState, ApiFailure};
+use super::{ApiFailure, AppState};
 use crate::accounts::{self, SESSION_LIFETIME_SECS, SessionToken};
 use crate::unix_now;
 
@@ -23,7 +23,10 @@ pub struct Viewer {
 impl FromRequestParts<Arc<AppState>> for Viewer {
     type Rejection = ApiFailure;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiFailure> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiFailure> {
         let token = session_token(&parts.headers).ok_or_else(ApiFailure::unauthorized)?;
         let lookup = token.clone();
         let name = state
@@ -80,9 +83,15 @@ mod tests {
     fn malformed_or_absent_cookies_are_no_session() {
         let mut headers = HeaderMap::new();
         assert!(session_token(&headers).is_none());
-        headers.insert(header::COOKIE, HeaderValue::from_static("telly_session=xyz"));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("telly_session=xyz"),
+        );
         assert!(session_token(&headers).is_none());
-        headers.insert(header::COOKIE, HeaderValue::from_static("telly_sessionx=ab"));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("telly_sessionx=ab"),
+        );
         assert!(session_token(&headers).is_none());
     }
 

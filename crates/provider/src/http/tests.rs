@@ -35,9 +35,13 @@ fn fixture() -> Fixture {
     let mut conn = db::open(&data.database_path()).unwrap();
     let mut titles = Vec::new();
     for (n, id) in [(1u8, "older"), (2, "newer")] {
-        let blocks: Vec<Vec<u8>> = (0..4).map(|i| vec![n * 16 + i; 100 + usize::from(i)]).collect();
+        let blocks: Vec<Vec<u8>> = (0..4)
+            .map(|i| vec![n * 16 + i; 100 + usize::from(i)])
+            .collect();
         for block in &blocks {
-            store.put(&telly_proto::Sha256Hash::of(block), block).unwrap();
+            store
+                .put(&telly_proto::Sha256Hash::of(block), block)
+                .unwrap();
         }
         let title = catalogue::tests::sample_title(id, &key, &blocks, 1_700_000_000 + u64::from(n));
         catalogue::insert(&mut conn, &title).unwrap();
@@ -50,7 +54,11 @@ fn fixture() -> Fixture {
 
     let web = tmp.path().join("dist");
     std::fs::create_dir_all(&web).unwrap();
-    std::fs::write(web.join("index.html"), "<!doctype html><title>Telly</title>").unwrap();
+    std::fs::write(
+        web.join("index.html"),
+        "<!doctype html><title>Telly</title>",
+    )
+    .unwrap();
     std::fs::write(web.join("telly-web-0123456789abcdef.js"), "console.log(1)").unwrap();
 
     let state = AppState::open(&ServerConfig {
@@ -76,7 +84,8 @@ impl Fixture {
     }
 
     async fn get(&self, uri: &str, cookie: Option<&str>) -> Response {
-        self.send(request(Method::GET, uri, cookie, Body::empty())).await
+        self.send(request(Method::GET, uri, cookie, Body::empty()))
+            .await
     }
 
     async fn sign_in(&self) -> String {
@@ -89,7 +98,10 @@ impl Fixture {
             ))
             .await;
         assert_eq!(response.status(), StatusCode::OK);
-        let set_cookie = response.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+        let set_cookie = response.headers()[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .to_owned();
         set_cookie.split(';').next().unwrap().to_owned()
     }
 }
@@ -107,15 +119,19 @@ fn json_body(value: &serde_json::Value) -> Body {
 }
 
 async fn body_bytes(response: Response) -> Vec<u8> {
-    to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec()
+    to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap()
+        .to_vec()
 }
 
 async fn json<T: DeserializeOwned>(response: Response) -> T {
     let bytes = body_bytes(response).await;
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&bytes)))
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&bytes)))
 }
 
-fn header_of<'a>(response: &'a Response, name: header::HeaderName) -> &'a str {
+fn header_of(response: &Response, name: header::HeaderName) -> &str {
     response
         .headers()
         .get(&name)
@@ -152,14 +168,23 @@ async fn sign_in_with_the_right_password_only() {
                 json_body(&serde_json::json!({"name": name, "password": password})),
             ))
             .await;
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{name}/{password}");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "{name}/{password}"
+        );
         assert!(response.headers().get(header::SET_COOKIE).is_none());
         let error: ApiError = json(response).await;
         assert!(!error.error.is_empty());
     }
 
     let response = f
-        .send(request(Method::POST, "/api/session", None, Body::from("{not json")))
+        .send(request(
+            Method::POST,
+            "/api/session",
+            None,
+            Body::from("{not json"),
+        ))
         .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let _: ApiError = json(response).await;
@@ -174,12 +199,23 @@ async fn session_lasts_until_sign_out() {
     assert_eq!(json::<SessionInfo>(response).await.viewer, "ada");
 
     let response = f
-        .send(request(Method::DELETE, "/api/session", Some(&cookie), Body::empty()))
+        .send(request(
+            Method::DELETE,
+            "/api/session",
+            Some(&cookie),
+            Body::empty(),
+        ))
         .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert!(header_of(&response, header::SET_COOKIE).contains("Max-Age=0"));
-    assert_eq!(f.get("/api/session", Some(&cookie)).await.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(f.get("/api/titles", Some(&cookie)).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        f.get("/api/session", Some(&cookie)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        f.get("/api/titles", Some(&cookie)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -200,7 +236,11 @@ async fn every_session_route_answers_401_without_a_valid_session() {
         for (method, uri) in &routes {
             let body = json_body(&serde_json::json!({"kids": [kid], "type": "temporary"}));
             let response = f.send(request(method.clone(), uri, cookie, body)).await;
-            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{method} {uri} with {cookie:?}");
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{method} {uri} with {cookie:?}"
+            );
             let error: ApiError = json(response).await;
             assert!(!error.error.is_empty());
         }
@@ -222,7 +262,12 @@ async fn catalogue_newest_first_and_unknown_titles() {
 
     let one: TitleSummary = json(f.get("/api/titles/older", Some(&cookie)).await).await;
     assert_eq!(one, titles[1]);
-    for missing in ["/api/titles/nope", "/api/titles/NOPE", "/api/titles/nope/manifest", "/api/nothing/here"] {
+    for missing in [
+        "/api/titles/nope",
+        "/api/titles/NOPE",
+        "/api/titles/nope/manifest",
+        "/api/nothing/here",
+    ] {
         let response = f.get(missing, Some(&cookie)).await;
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{missing}");
         let _: ApiError = json(response).await;
@@ -235,7 +280,8 @@ async fn the_manifest_verifies_with_the_served_provider_key() {
     let cookie = f.sign_in().await;
     let config: ClientConfig = json(f.get("/api/config", None).await).await;
     assert_eq!(config.provider_name, "Test TV");
-    let signed: SignedManifest = json(f.get("/api/titles/older/manifest", Some(&cookie)).await).await;
+    let signed: SignedManifest =
+        json(f.get("/api/titles/older/manifest", Some(&cookie)).await).await;
     let manifest = signed.verify(&config.provider_key).unwrap();
     assert_eq!(manifest, f.titles[0].manifest);
 
@@ -249,7 +295,12 @@ async fn licence_gives_this_titles_block_key() {
     let f = fixture();
     let cookie = f.sign_in().await;
     let response = f
-        .send(request(Method::POST, "/api/titles/newer/licence", Some(&cookie), Body::empty()))
+        .send(request(
+            Method::POST,
+            "/api/titles/newer/licence",
+            Some(&cookie),
+            Body::empty(),
+        ))
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     let licence: Licence = json(response).await;
@@ -259,7 +310,12 @@ async fn licence_gives_this_titles_block_key() {
     assert_eq!(licence.expires_at, None);
 
     let response = f
-        .send(request(Method::POST, "/api/titles/gone/licence", Some(&cookie), Body::empty()))
+        .send(request(
+            Method::POST,
+            "/api/titles/gone/licence",
+            Some(&cookie),
+            Body::empty(),
+        ))
         .await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
@@ -279,14 +335,19 @@ async fn licence_is_refused_outside_its_window() {
             let conn = f.state.db.lock().unwrap();
             conn.execute(
                 "UPDATE titles SET licence_from = ?1, licence_until = ?2 WHERE id = 'older'",
-                rusqlite::params![window.from.map(|t| t as i64), window.until.map(|t| t as i64)],
+                rusqlite::params![
+                    window.from.map(|t| t as i64),
+                    window.until.map(|t| t as i64)
+                ],
             )
             .unwrap();
         }
         for route in ["licence", "clearkey"] {
             let body = json_body(&serde_json::json!({"kids": [], "type": "temporary"}));
             let uri = format!("/api/titles/older/{route}");
-            let response = f.send(request(Method::POST, &uri, Some(&cookie), body)).await;
+            let response = f
+                .send(request(Method::POST, &uri, Some(&cookie), body))
+                .await;
             assert_eq!(response.status(), status, "{route} {window:?}");
             if route == "licence" && status == StatusCode::OK {
                 assert_eq!(json::<Licence>(response).await.expires_at, until);
@@ -306,7 +367,9 @@ async fn clear_key_answers_only_requested_keys_of_this_title() {
         let f = &f;
         async move {
             let body = json_body(&serde_json::json!({"kids": kids, "type": "temporary"}));
-            let response = f.send(request(Method::POST, uri, Some(&cookie), body)).await;
+            let response = f
+                .send(request(Method::POST, uri, Some(&cookie), body))
+                .await;
             assert_eq!(response.status(), StatusCode::OK);
             json::<ClearKeyResponse>(response).await
         }
@@ -320,13 +383,22 @@ async fn clear_key_answers_only_requested_keys_of_this_title() {
     assert_eq!(answer.keys[0].kty, "oct");
     assert_eq!(answer.session_type, "temporary");
 
-    let other_titles_key = ask("/api/titles/older/clearkey", vec![newer.key_id.to_base64url()]).await;
+    let other_titles_key = ask(
+        "/api/titles/older/clearkey",
+        vec![newer.key_id.to_base64url()],
+    )
+    .await;
     assert!(other_titles_key.keys.is_empty());
     let nothing_asked = ask("/api/titles/newer/clearkey", vec![]).await;
     assert!(nothing_asked.keys.is_empty());
 
     let response = f
-        .send(request(Method::POST, "/api/titles/older/clearkey", Some(&cookie), Body::from("kids")))
+        .send(request(
+            Method::POST,
+            "/api/titles/older/clearkey",
+            Some(&cookie),
+            Body::from("kids"),
+        ))
         .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
@@ -344,9 +416,15 @@ async fn blocks_are_served_immutable_with_an_etag() {
     let uri = format!("/blocks/{hex}");
     let response = f.get(&uri, None).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(header_of(&response, header::CACHE_CONTROL), "public, max-age=31536000, immutable");
+    assert_eq!(
+        header_of(&response, header::CACHE_CONTROL),
+        "public, max-age=31536000, immutable"
+    );
     assert_eq!(header_of(&response, header::ETAG), format!("\"{hex}\""));
-    assert_eq!(header_of(&response, header::CONTENT_TYPE), "application/octet-stream");
+    assert_eq!(
+        header_of(&response, header::CONTENT_TYPE),
+        "application/octet-stream"
+    );
     let bytes = body_bytes(response).await;
     assert_eq!(bytes.len() as u64, entry.size);
     assert_eq!(telly_proto::Sha256Hash::of(&bytes), entry.sha256);
@@ -364,7 +442,13 @@ async fn blocks_are_served_immutable_with_an_etag() {
 async fn malformed_hashes_are_400_and_unknown_ones_404() {
     let f = fixture();
     let known = f.titles[0].manifest.tracks[0].init.sha256.to_hex();
-    for bad in [known.to_uppercase(), known[..63].to_string(), format!("{known}00"), "xyz".into(), "..%2F..%2Fprovider.key".into()] {
+    for bad in [
+        known.to_uppercase(),
+        known[..63].to_string(),
+        format!("{known}00"),
+        "xyz".into(),
+        "..%2F..%2Fprovider.key".into(),
+    ] {
         let response = f.get(&format!("/blocks/{bad}"), None).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
         let _: ApiError = json(response).await;
@@ -380,7 +464,12 @@ async fn metrics_count_bytes_and_responses_per_title_and_block() {
     let f = fixture();
     let older = &f.titles[0].manifest.tracks[0];
     let newer = &f.titles[1].manifest.tracks[0];
-    for entry in [&older.init, &older.blocks[0], &older.blocks[0], &newer.blocks[2]] {
+    for entry in [
+        &older.init,
+        &older.blocks[0],
+        &older.blocks[0],
+        &newer.blocks[2],
+    ] {
         let response = f.get(&format!("/blocks/{}", entry.sha256), None).await;
         assert_eq!(response.status(), StatusCode::OK);
         body_bytes(response).await;
@@ -413,9 +502,16 @@ async fn blocks_of_a_title_published_while_serving_are_counted() {
     let blocks: Vec<Vec<u8>> = (0..2).map(|i| vec![0xE0 + i; 64]).collect();
     let store = BlockStore::new(data.blocks_dir());
     for block in &blocks {
-        store.put(&telly_proto::Sha256Hash::of(block), block).unwrap();
+        store
+            .put(&telly_proto::Sha256Hash::of(block), block)
+            .unwrap();
     }
-    let late = catalogue::tests::sample_title("late", &data.provider_key().unwrap(), &blocks, 1_800_000_000);
+    let late = catalogue::tests::sample_title(
+        "late",
+        &data.provider_key().unwrap(),
+        &blocks,
+        1_800_000_000,
+    );
     // Another connection, as `telly publish` in another process would use.
     catalogue::insert(&mut db::open(&data.database_path()).unwrap(), &late).unwrap();
 
@@ -432,10 +528,20 @@ async fn posters_are_public_and_cached_for_a_day() {
     let response = f.get("/api/titles/older/poster.jpg", None).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(header_of(&response, header::CONTENT_TYPE), "image/jpeg");
-    assert_eq!(header_of(&response, header::CACHE_CONTROL), "public, max-age=86400");
+    assert_eq!(
+        header_of(&response, header::CACHE_CONTROL),
+        "public, max-age=86400"
+    );
     assert_eq!(body_bytes(response).await, b"jpeg of older");
-    for missing in ["/api/titles/nope/poster.jpg", "/api/titles/..%2F..%2Fprovider.key/poster.jpg"] {
-        assert_eq!(f.get(missing, None).await.status(), StatusCode::NOT_FOUND, "{missing}");
+    for missing in [
+        "/api/titles/nope/poster.jpg",
+        "/api/titles/..%2F..%2Fprovider.key/poster.jpg",
+    ] {
+        assert_eq!(
+            f.get(missing, None).await.status(),
+            StatusCode::NOT_FOUND,
+            "{missing}"
+        );
     }
 }
 
@@ -446,19 +552,58 @@ async fn the_web_app_falls_back_to_index_html() {
         let response = f.get(path, None).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         assert_eq!(header_of(&response, header::CACHE_CONTROL), "no-cache");
-        assert!(String::from_utf8(body_bytes(response).await).unwrap().contains("<title>Telly</title>"));
+        assert!(
+            String::from_utf8(body_bytes(response).await)
+                .unwrap()
+                .contains("<title>Telly</title>")
+        );
     }
     let response = f.get("/telly-web-0123456789abcdef.js", None).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(header_of(&response, header::CACHE_CONTROL), "public, max-age=31536000, immutable");
+    assert_eq!(
+        header_of(&response, header::CACHE_CONTROL),
+        "public, max-age=31536000, immutable"
+    );
     assert_eq!(body_bytes(response).await, b"console.log(1)");
+}
+
+#[tokio::test]
+async fn a_missing_web_app_is_explained_and_the_api_still_works() {
+    let f = fixture();
+    let state = AppState::open(&ServerConfig {
+        data_dir: f.state.data_dir().root().to_owned(),
+        web_dir: f._tmp.path().join("not-built"),
+        provider_name: "Test TV".into(),
+    })
+    .unwrap();
+    let app = app(state);
+    let response = app
+        .clone()
+        .oneshot(request(Method::GET, "/watch/older", None, Body::empty()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let text = String::from_utf8(body_bytes(response).await).unwrap();
+    assert!(text.contains("not built"), "{text}");
+    let response = app
+        .oneshot(request(Method::GET, "/api/config", None, Body::empty()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
 }
 
 #[tokio::test]
 async fn oversized_bodies_are_refused() {
     let f = fixture();
     let huge = serde_json::json!({"name": "ada", "password": "x".repeat(MAX_REQUEST_BODY + 1)});
-    let response = f.send(request(Method::POST, "/api/session", None, json_body(&huge))).await;
+    let response = f
+        .send(request(
+            Method::POST,
+            "/api/session",
+            None,
+            json_body(&huge),
+        ))
+        .await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let _: ApiError = json(response).await;
 
@@ -466,7 +611,12 @@ async fn oversized_bodies_are_refused() {
     let kids: Vec<String> = (0..2000).map(|i| format!("kid{i:020}")).collect();
     let body = json_body(&serde_json::json!({"kids": kids}));
     let response = f
-        .send(request(Method::POST, "/api/titles/older/clearkey", Some(&cookie), body))
+        .send(request(
+            Method::POST,
+            "/api/titles/older/clearkey",
+            Some(&cookie),
+            body,
+        ))
         .await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
@@ -483,9 +633,16 @@ async fn a_real_listener_serves_a_signed_in_client_and_shuts_down() {
         let _ = stopped.await;
     }));
     let base = format!("http://{addr}");
-    let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
 
-    let denied = client.get(format!("{base}/api/titles")).send().await.unwrap();
+    let denied = client
+        .get(format!("{base}/api/titles"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(denied.status(), reqwest::StatusCode::UNAUTHORIZED);
     let signed_in = client
         .post(format!("{base}/api/session"))
@@ -494,12 +651,26 @@ async fn a_real_listener_serves_a_signed_in_client_and_shuts_down() {
         .await
         .unwrap();
     assert_eq!(signed_in.status(), reqwest::StatusCode::OK);
-    let titles: Vec<TitleSummary> = client.get(format!("{base}/api/titles")).send().await.unwrap().json().await.unwrap();
+    let titles: Vec<TitleSummary> = client
+        .get(format!("{base}/api/titles"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(titles.len(), 2);
     let entry = &f.titles[1].manifest.tracks[0].blocks[0];
-    let block = client.get(format!("{base}/blocks/{}", entry.sha256)).send().await.unwrap();
+    let block = client
+        .get(format!("{base}/blocks/{}", entry.sha256))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(block.status(), reqwest::StatusCode::OK);
-    assert_eq!(telly_proto::Sha256Hash::of(&block.bytes().await.unwrap()), entry.sha256);
+    assert_eq!(
+        telly_proto::Sha256Hash::of(&block.bytes().await.unwrap()),
+        entry.sha256
+    );
 
     stop.send(()).unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(10), server)

@@ -513,11 +513,7 @@ impl Engine {
     fn refresh(&self, reporter: &mut Reporter) {
         reporter.expire_warning();
         let snapshot = &mut reporter.snapshot;
-        snapshot.buffered = self
-            .video
-            .buffered()
-            .map(|r| mse::ranges(&r))
-            .unwrap_or_default();
+        snapshot.buffered = mse::ranges(&self.video.buffered());
         let stored = &self.stored;
         snapshot.stored = plan::held_ranges_all_tracks(&self.manifest, |b| stored.contains(&b.sha256))
             .into_iter()

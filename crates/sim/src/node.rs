@@ -1,0 +1,58 @@
+//! What the world drives: the Telly engine, or the baseline, behind one interface.
+
+use telly_swarm::{Action, BlockId, Engine, Millis, PeerId, PeerMessage, PlayState};
+
+use crate::model::Modelled;
+
+/// One simulated viewer's swarm logic, driven like the engine's contract says:
+/// inputs, then drain `poll_action`, then `poll_timeout`.
+pub trait SimNode {
+    fn connected(&mut self, peer: PeerId, now: Millis);
+    fn disconnected(&mut self, peer: PeerId, now: Millis);
+    fn message(&mut self, peer: PeerId, msg: PeerMessage<Modelled>, now: Millis);
+    fn origin(&mut self, block: BlockId, first: u16, bytes: u64, now: Millis);
+    fn loaded(&mut self, block: BlockId, bytes: u64, now: Millis);
+    fn playhead(&mut self, position_ms: u64, state: PlayState, now: Millis);
+    fn timeout(&mut self, now: Millis);
+    fn poll_action(&mut self, now: Millis) -> Option<Action<Modelled>>;
+    fn poll_timeout(&mut self) -> Option<Millis>;
+    fn check_invariants(&self);
+    /// The engine's counters, where the node is a Telly engine.
+    fn stats(&self, now: Millis) -> Option<telly_swarm::Stats>;
+}
+
+impl SimNode for Engine<Modelled> {
+    fn connected(&mut self, peer: PeerId, now: Millis) {
+        self.handle_peer_connected(peer, now);
+    }
+    fn disconnected(&mut self, peer: PeerId, now: Millis) {
+        self.handle_peer_disconnected(peer, now);
+    }
+    fn message(&mut self, peer: PeerId, msg: PeerMessage<Modelled>, now: Millis) {
+        self.handle_message(peer, msg, now);
+    }
+    fn origin(&mut self, block: BlockId, first: u16, bytes: u64, now: Millis) {
+        self.handle_origin_data(block, first, bytes, now);
+    }
+    fn loaded(&mut self, block: BlockId, bytes: u64, now: Millis) {
+        self.handle_loaded(block, bytes, now);
+    }
+    fn playhead(&mut self, position_ms: u64, state: PlayState, now: Millis) {
+        self.handle_playhead(position_ms, state, now);
+    }
+    fn timeout(&mut self, now: Millis) {
+        self.handle_timeout(now);
+    }
+    fn poll_action(&mut self, now: Millis) -> Option<Action<Modelled>> {
+        Engine::poll_action(self, now)
+    }
+    fn poll_timeout(&mut self) -> Option<Millis> {
+        Engine::poll_timeout(self)
+    }
+    fn check_invariants(&self) {
+        Engine::check_invariants(self);
+    }
+    fn stats(&self, now: Millis) -> Option<telly_swarm::Stats> {
+        Some(Engine::stats(self, now))
+    }
+}
