@@ -145,6 +145,9 @@ async fn watch_seek_and_reload_play_from_the_store() -> Result<()> {
     browser.close().await
 }
 
+/// How long Chromium keeps playing audio after video underflows before it stalls.
+const CHROMIUM_VIDEO_UNDERFLOW_S: f64 = 3.0;
+
 #[tokio::test]
 async fn a_corrupt_block_at_the_origin_is_refused_and_never_appended() -> Result<()> {
     let provider = Provider::start()?;
@@ -190,11 +193,21 @@ async fn a_corrupt_block_at_the_origin_is_refused_and_never_appended() -> Result
         appended.contains(&video.blocks[1].sha256.to_hex().as_str()),
         "the good blocks before it were not played: {s}"
     );
+    // Chromium lets audio play on for up to 3 s when only video runs dry (its
+    // renderer's video-underflow threshold), so the picture freezes at the gap
+    // and playback stops at most 3 s later; it must then stay stopped, not skip.
     let played = current_time(&browser).await?;
-    let limit = (victim.start_ms as f64) / 1000.0 + 0.5;
+    let limit = (victim.start_ms as f64) / 1000.0 + CHROMIUM_VIDEO_UNDERFLOW_S + 0.5;
     ensure!(
         played <= limit,
-        "playback went to {played} s, past the corrupt block at {limit} s"
+        "playback went to {played} s, past the corrupt block at {} s",
+        victim.start_ms as f64 / 1000.0
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let later = current_time(&browser).await?;
+    ensure!(
+        (later - played).abs() < 0.05,
+        "playback went on from {played} s to {later} s without the corrupt block"
     );
     let metrics = provider.metrics().await?;
     let fetches = metrics.titles[TITLE_ID]

@@ -63,7 +63,10 @@ async fn any_flipped_byte_fails_to_open() {
 async fn wrong_key_fails_to_open() {
     let sealed = reference_seal(&random_key(), [1; 12], b"a fragment");
     let other = BlockKey::import(&random_key()).await.unwrap();
-    assert_eq!(other.open(&js(&sealed)).await.err(), Some(CryptoError::Decrypt));
+    assert_eq!(
+        other.open(&js(&sealed)).await.err(),
+        Some(CryptoError::Decrypt)
+    );
 }
 
 #[wasm_bindgen_test]

@@ -53,7 +53,8 @@ fn the_providers_signature_is_accepted() {
     let (key, public) = provider(1);
     let signed = SignedManifest::sign(&manifest(), &key);
     // Through JSON, as it arrives from the API.
-    let wire: SignedManifest = serde_json::from_str(&serde_json::to_string(&signed).unwrap()).unwrap();
+    let wire: SignedManifest =
+        serde_json::from_str(&serde_json::to_string(&signed).unwrap()).unwrap();
     assert_eq!(wire.verify(&public).unwrap(), manifest());
 }
 

@@ -16,29 +16,34 @@ use js_sys::Uint8Array;
 use telly_proto::{BlockEntry, Sha256Hash};
 use telly_web::host::crypto::BlockKey;
 use telly_web::host::player::fetch::{MAX_ATTEMPTS, Pipeline, Provenance};
-use telly_web::host::source::{BlockSource, SourceError};
+use telly_web::host::source::{BlockSource, Freshness, SourceError};
 use telly_web::host::store::BlockStore;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-/// Serves the queued answers in order, then the last one forever; counts calls.
+/// Serves the queued answers in order, then the last one forever; records
+/// each call's freshness.
 struct ScriptedSource {
     answers: RefCell<VecDeque<Vec<u8>>>,
-    calls: RefCell<u32>,
+    calls: RefCell<Vec<Freshness>>,
 }
 
 impl ScriptedSource {
     fn new(answers: Vec<Vec<u8>>) -> Rc<Self> {
         Rc::new(Self {
             answers: RefCell::new(answers.into()),
-            calls: RefCell::new(0),
+            calls: RefCell::new(Vec::new()),
         })
     }
 
     fn calls(&self) -> u32 {
-        *self.calls.borrow()
+        self.calls.borrow().len() as u32
+    }
+
+    fn freshness(&self) -> Vec<Freshness> {
+        self.calls.borrow().clone()
     }
 }
 
@@ -47,8 +52,13 @@ impl BlockSource for ScriptedSource {
         "scripted"
     }
 
-    fn fetch(&self, sha: Sha256Hash, _size: u64) -> LocalBoxFuture<'static, Result<Uint8Array, SourceError>> {
-        *self.calls.borrow_mut() += 1;
+    fn fetch(
+        &self,
+        sha: Sha256Hash,
+        _size: u64,
+        freshness: Freshness,
+    ) -> LocalBoxFuture<'static, Result<Uint8Array, SourceError>> {
+        self.calls.borrow_mut().push(freshness);
         let mut answers = self.answers.borrow_mut();
         let answer = if answers.len() > 1 {
             answers.pop_front()
@@ -122,9 +132,20 @@ async fn corrupt_copies_are_refused_never_stored_and_fetched_again() {
     assert_eq!(outcome.rejected, 2);
     assert_eq!(outcome.provenance, Some(Provenance::Source));
     assert!(outcome.newly_stored);
-    assert_eq!(source.calls(), 3);
+    assert_eq!(
+        source.freshness(),
+        vec![
+            Freshness::CachedOk,
+            Freshness::BypassCaches,
+            Freshness::BypassCaches
+        ],
+        "a refused copy must not be fetched again from a cache"
+    );
     // Only the good copy was stored.
-    assert_eq!(store.get(&f.entry.sha256).await.unwrap().unwrap().to_vec(), f.sealed);
+    assert_eq!(
+        store.get(&f.entry.sha256).await.unwrap().unwrap().to_vec(),
+        f.sealed
+    );
     store.close();
     BlockStore::delete_database(&db).await.unwrap();
 }
@@ -141,7 +162,10 @@ async fn a_source_that_only_serves_corrupt_copies_gives_up_with_an_error() {
     assert_eq!(outcome.rejected, MAX_ATTEMPTS);
     assert_eq!(source.calls(), MAX_ATTEMPTS);
     assert!(!outcome.newly_stored);
-    assert!(store.list().await.unwrap().is_empty(), "nothing corrupt is stored");
+    assert!(
+        store.list().await.unwrap().is_empty(),
+        "nothing corrupt is stored"
+    );
     store.close();
     BlockStore::delete_database(&db).await.unwrap();
 }
@@ -175,7 +199,10 @@ async fn a_rotten_stored_copy_is_deleted_and_replaced() {
     assert!(outcome.corrupt_in_store);
     assert_eq!(outcome.media.unwrap().to_vec(), f.plain);
     assert_eq!(source.calls(), 1);
-    assert_eq!(store.get(&f.entry.sha256).await.unwrap().unwrap().to_vec(), f.sealed);
+    assert_eq!(
+        store.get(&f.entry.sha256).await.unwrap().unwrap().to_vec(),
+        f.sealed
+    );
 
     // A stored value that is not bytes at all is treated the same way.
     store

@@ -103,12 +103,17 @@ async fn corrupt_entries_are_reported_not_trusted() {
 
 #[wasm_bindgen_test]
 fn quota_exceeded_is_recognised() {
-    let quota = web_sys::DomException::new_with_message_and_name("full", "QuotaExceededError").unwrap();
+    let quota =
+        web_sys::DomException::new_with_message_and_name("full", "QuotaExceededError").unwrap();
     assert_eq!(StoreError::from_dom_exception(&quota), StoreError::Quota);
-    let other = web_sys::DomException::new_with_message_and_name("gone", "InvalidStateError").unwrap();
+    let other =
+        web_sys::DomException::new_with_message_and_name("gone", "InvalidStateError").unwrap();
     assert!(matches!(
         StoreError::from_dom_exception(&other),
         StoreError::Failed(m) if m.contains("InvalidStateError")
     ));
-    assert_eq!(StoreError::from_idb(idb::Error::DomException(quota)), StoreError::Quota);
+    assert_eq!(
+        StoreError::from_idb(idb::Error::DomException(quota)),
+        StoreError::Quota
+    );
 }

@@ -13,6 +13,7 @@ pub mod hash;
 pub mod licence;
 pub mod manifest;
 pub mod merkle;
+pub mod signal;
 pub mod signing;
 pub mod wire;
 

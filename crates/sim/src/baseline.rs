@@ -26,7 +26,11 @@ const P2P_STALL_MS: u64 = 2_000;
 
 enum Fetch {
     Http,
-    Peer { peer: PeerId, got: u16, last_byte: Millis },
+    Peer {
+        peer: PeerId,
+        got: u16,
+        last_byte: Millis,
+    },
 }
 
 pub struct Baseline {
@@ -90,13 +94,20 @@ impl Baseline {
             let count = self.layout.info(block).chunks;
             self.actions.push_back(Action::Send {
                 peer,
-                msg: PeerMessage::Cancel { block, first: 0, count },
+                msg: PeerMessage::Cancel {
+                    block,
+                    first: 0,
+                    count,
+                },
             });
         }
         self.fetching.insert(block, Fetch::Http);
         let count = self.layout.info(block).chunks;
-        self.actions
-            .push_back(Action::FetchFromOrigin { block, first: 0, count });
+        self.actions.push_back(Action::FetchFromOrigin {
+            block,
+            first: 0,
+            count,
+        });
     }
 
     fn plan(&mut self, now: Millis) {
@@ -104,7 +115,11 @@ impl Baseline {
         let window: Vec<BlockId> = self
             .layout
             .inits()
-            .chain(self.layout.by_time()[self.layout.window(pos, P2P_WINDOW_MS)].iter().copied())
+            .chain(
+                self.layout.by_time()[self.layout.window(pos, P2P_WINDOW_MS)]
+                    .iter()
+                    .copied(),
+            )
             .filter(|b| !self.have[b.0 as usize] && !self.layout.is_behind(*b, pos))
             .collect();
         // Stalled peer downloads are dropped.
@@ -119,7 +134,11 @@ impl Baseline {
                 let count = self.layout.info(block).chunks;
                 self.actions.push_back(Action::Send {
                     peer,
-                    msg: PeerMessage::Cancel { block, first: 0, count },
+                    msg: PeerMessage::Cancel {
+                        block,
+                        first: 0,
+                        count,
+                    },
                 });
             }
         }
@@ -218,7 +237,8 @@ impl Baseline {
             self.uploads.clear();
             return;
         }
-        self.up_tokens = (self.up_tokens + now.since(self.up_at) as f64 * self.up_rate).min(CHUNK_SIZE as f64);
+        self.up_tokens =
+            (self.up_tokens + now.since(self.up_at) as f64 * self.up_rate).min(CHUNK_SIZE as f64);
         self.up_at = now;
         while let Some(&(peer, block, chunk)) = self.uploads.front() {
             if self.up_tokens < 0.0 {
@@ -229,7 +249,10 @@ impl Baseline {
             if !self.peers.contains_key(&peer) {
                 continue;
             }
-            let len = telly_proto::wire::chunk_len(self.layout.info(block).entry.size, usize::from(chunk));
+            let len = telly_proto::wire::chunk_len(
+                self.layout.info(block).entry.size,
+                usize::from(chunk),
+            );
             self.up_tokens -= len as f64;
             self.actions.push_back(Action::Send {
                 peer,
@@ -278,7 +301,12 @@ impl SimNode for Baseline {
                     bits.set(block.0 as usize, true);
                 }
             }
-            PeerMessage::Request { block, first, count, .. } => {
+            PeerMessage::Request {
+                block,
+                first,
+                count,
+                ..
+            } => {
                 if self.have.get(block.0 as usize) == Some(&true) {
                     for chunk in first..first.saturating_add(count) {
                         self.uploads.push_back((peer, block, chunk));
@@ -287,7 +315,11 @@ impl SimNode for Baseline {
                 } else {
                     self.actions.push_back(Action::Send {
                         peer,
-                        msg: PeerMessage::Reject { block, first, count },
+                        msg: PeerMessage::Reject {
+                            block,
+                            first,
+                            count,
+                        },
                     });
                 }
             }
@@ -295,14 +327,19 @@ impl SimNode for Baseline {
                 self.uploads.retain(|u| !(u.0 == peer && u.1 == block));
             }
             PeerMessage::Reject { block, .. } => {
-                if matches!(self.fetching.get(&block), Some(Fetch::Peer { peer: p, .. }) if *p == peer) {
+                if matches!(self.fetching.get(&block), Some(Fetch::Peer { peer: p, .. }) if *p == peer)
+                {
                     self.fetching.remove(&block);
                 }
             }
             PeerMessage::Chunk { block, .. } => {
                 let chunks = self.layout.get(block).map_or(0, |b| b.chunks);
                 let done = match self.fetching.get_mut(&block) {
-                    Some(Fetch::Peer { peer: p, got, last_byte }) if *p == peer => {
+                    Some(Fetch::Peer {
+                        peer: p,
+                        got,
+                        last_byte,
+                    }) if *p == peer => {
                         *got += 1;
                         *last_byte = now;
                         *got >= chunks

@@ -93,7 +93,8 @@ pub fn run_scenario(
     for strategy in [Strategy::OriginOnly, Strategy::P2pmlLike] {
         let (mut figures, s) = run(strategy);
         figures.min_origin_bytes = telly.min_origin_bytes;
-        figures.origin_over_min = figures.origin_bytes as f64 / telly.min_origin_bytes.max(1) as f64;
+        figures.origin_over_min =
+            figures.origin_bytes as f64 / telly.min_origin_bytes.max(1) as f64;
         series.push((figures.strategy.clone(), s));
         baselines.push(figures);
     }

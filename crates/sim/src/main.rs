@@ -11,7 +11,9 @@ use telly_sim::report::{Figures, plot};
 use telly_sim::scenario::Scenario;
 
 #[derive(Parser, Debug)]
-#[command(about = "Simulates a Telly swarm against an origin-only CDN and a p2p-media-loader-like baseline")]
+#[command(
+    about = "Simulates a Telly swarm against an origin-only CDN and a p2p-media-loader-like baseline"
+)]
 struct Args {
     /// Scenario file (TOML), e.g. bench/scenarios/sim-flash-1k.toml.
     scenario: PathBuf,
@@ -50,17 +52,21 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let text = std::fs::read_to_string(&args.scenario)
         .with_context(|| format!("reading {}", args.scenario.display()))?;
-    let scenario = Scenario::parse(&text).with_context(|| format!("in {}", args.scenario.display()))?;
+    let scenario =
+        Scenario::parse(&text).with_context(|| format!("in {}", args.scenario.display()))?;
     let bar = ProgressBar::new(1000);
     bar.set_style(
-        ProgressStyle::with_template("{prefix:>24} [{elapsed_precise}] {wide_bar} {percent:>3}% {msg}")
-            .expect("a valid template"),
+        ProgressStyle::with_template(
+            "{prefix:>24} [{elapsed_precise}] {wide_bar} {percent:>3}% {msg}",
+        )
+        .expect("a valid template"),
     );
-    let outcome = telly_sim::run_scenario(&scenario, args.check_every, &mut |label, now, horizon| {
-        bar.set_prefix(label.to_string());
-        bar.set_position(now.saturating_mul(1000) / horizon.max(1));
-        bar.set_message(format!("{:.0} s virtual", now as f64 / 1000.0));
-    });
+    let outcome =
+        telly_sim::run_scenario(&scenario, args.check_every, &mut |label, now, horizon| {
+            bar.set_prefix(label.to_string());
+            bar.set_position(now.saturating_mul(1000) / horizon.max(1));
+            bar.set_message(format!("{:.0} s virtual", now as f64 / 1000.0));
+        });
     bar.finish_and_clear();
 
     let t = &outcome.telly;

@@ -19,6 +19,9 @@ pub trait SimNode {
     fn check_invariants(&self);
     /// The engine's counters, where the node is a Telly engine.
     fn stats(&self, now: Millis) -> Option<telly_swarm::Stats>;
+    fn describe_block(&self, _block: BlockId, _now: Millis) -> String {
+        String::new()
+    }
 }
 
 impl SimNode for Engine<Modelled> {
@@ -54,5 +57,8 @@ impl SimNode for Engine<Modelled> {
     }
     fn stats(&self, now: Millis) -> Option<telly_swarm::Stats> {
         Some(Engine::stats(self, now))
+    }
+    fn describe_block(&self, block: BlockId, now: Millis) -> String {
+        Engine::describe_block(self, block, now)
     }
 }

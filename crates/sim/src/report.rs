@@ -49,7 +49,9 @@ pub fn minimum_origin(records: &[ViewerRecord], title_bytes: u64) -> u64 {
     let demand: f64 = records.iter().map(|r| r.demand_bytes as f64).sum();
     let supply: f64 = records
         .iter()
-        .map(|r| r.upload_capacity as f64 * (r.left_ms.saturating_sub(r.arrived_ms)) as f64 / 1000.0)
+        .map(|r| {
+            r.upload_capacity as f64 * (r.left_ms.saturating_sub(r.arrived_ms)) as f64 / 1000.0
+        })
         .sum();
     (title_bytes as f64).max(demand - supply) as u64
 }
@@ -77,7 +79,8 @@ impl Figures {
             .iter()
             .filter(|r| r.upload_capacity > 0 && r.left_ms > r.arrived_ms)
             .map(|r| {
-                let capacity = r.upload_capacity as f64 * (r.left_ms - r.arrived_ms) as f64 / 1000.0;
+                let capacity =
+                    r.upload_capacity as f64 * (r.left_ms - r.arrived_ms) as f64 / 1000.0;
                 r.uploaded as f64 / capacity
             })
             .collect();
@@ -149,7 +152,9 @@ pub fn plot(path: &Path, title: &str, title_bytes: u64, series: &Series) -> Resu
             ))
             .map_err(|e| e.to_string())?
             .label(label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()

@@ -160,7 +160,9 @@ impl Scenario {
             ("latency_ms", self.latency_ms),
         ] {
             if !(r.min >= 0.0 && r.max >= r.min && r.max.is_finite()) {
-                return Err(ScenarioError::Invalid(format!("{name}: need 0 <= min <= max")));
+                return Err(ScenarioError::Invalid(format!(
+                    "{name}: need 0 <= min <= max"
+                )));
             }
         }
         if self.download_mbps.min * 1000.0 < self.bitrate_kbps as f64 {

@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use telly_proto::manifest::{BlockEntry, MANIFEST_VERSION, Manifest, Track, TrackKind};
 use telly_proto::{KeyId, Sha256Hash};
-use telly_swarm::{Action, BlockId, Config, Engine, Layout, Millis, PeerId, PeerMessage, PlayState};
+use telly_swarm::{
+    Action, BlockId, Config, Engine, Layout, Millis, PeerId, PeerMessage, PlayState,
+};
 
 use crate::baseline::Baseline;
 use crate::model::{Modelled, ModelledGrant, hashes_wire_len};
@@ -144,11 +146,35 @@ struct Viewer {
 
 enum Ev {
     Arrive(u32),
-    Msg { to: u32, from: u32, msg: PeerMessage<Modelled> },
-    Origin { to: u32, block: BlockId, first: u16, bytes: u64 },
-    Closed { to: u32, from: u32 },
-    Timer { viewer: u32, at: u64 },
-    Boundary { viewer: u32, generation: u32 },
+    /// Bytes reach a viewer's downlink, which takes them in after what it holds.
+    Reach {
+        to: u32,
+        size: f64,
+        then: Box<Ev>,
+    },
+    Msg {
+        to: u32,
+        from: u32,
+        msg: PeerMessage<Modelled>,
+    },
+    Origin {
+        to: u32,
+        block: BlockId,
+        first: u16,
+        bytes: u64,
+    },
+    Closed {
+        to: u32,
+        from: u32,
+    },
+    Timer {
+        viewer: u32,
+        at: u64,
+    },
+    Boundary {
+        viewer: u32,
+        generation: u32,
+    },
     Leave(u32),
     Seek(u32),
     Sample,
@@ -196,6 +222,29 @@ pub struct World {
     pub check_every: u64,
     /// Engine counters summed over viewers as they leave.
     pub engine_totals: telly_swarm::Stats,
+    trace: Trace,
+}
+
+/// Diagnostics to stderr, chosen once from the environment (reading it per event
+/// would dominate a 10,000-viewer run): `TELLY_SIM_TRACE_VIEWER=N` (one viewer's
+/// messages and actions), `TELLY_SIM_TRACE_ORIGIN`, `TELLY_SIM_TRACE_STALLS`.
+#[derive(Default)]
+struct Trace {
+    viewer: Option<u32>,
+    origin: bool,
+    stalls: bool,
+}
+
+impl Trace {
+    fn from_env() -> Self {
+        Self {
+            viewer: std::env::var("TELLY_SIM_TRACE_VIEWER")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+            origin: std::env::var_os("TELLY_SIM_TRACE_ORIGIN").is_some(),
+            stalls: std::env::var_os("TELLY_SIM_TRACE_STALLS").is_some(),
+        }
+    }
 }
 
 impl World {
@@ -214,7 +263,8 @@ impl World {
             };
             let up = rng.between(scenario.upload_x_bitrate.min, scenario.upload_x_bitrate.max)
                 * bitrate_bytes;
-            let down = rng.between(scenario.download_mbps.min, scenario.download_mbps.max) * 125_000.0;
+            let down =
+                rng.between(scenario.download_mbps.min, scenario.download_mbps.max) * 125_000.0;
             let latency = rng.between(scenario.latency_ms.min, scenario.latency_ms.max);
             let leave_at = (rng.unit() < scenario.churn)
                 .then(|| arrive + (rng.between(0.1, 0.9) * title_ms as f64) as u64);
@@ -276,6 +326,7 @@ impl World {
             events: 0,
             check_every: 0,
             engine_totals: telly_swarm::Stats::default(),
+            trace: Trace::from_env(),
         }
     }
 
@@ -290,7 +341,12 @@ impl World {
     /// When the last viewer will be gone, at the latest (for progress bars).
     pub fn horizon_ms(&self) -> u64 {
         let title_ms = self.scenario.blocks() * self.scenario.block_s * 1000;
-        let last = self.viewers.iter().map(|v| v.record.arrived_ms).max().unwrap_or(0);
+        let last = self
+            .viewers
+            .iter()
+            .map(|v| v.record.arrived_ms)
+            .max()
+            .unwrap_or(0);
         last + title_ms + self.scenario.linger_s * 1000
     }
 
@@ -319,7 +375,9 @@ impl World {
                     urgent_window_ms: knobs.urgent_window_ms.unwrap_or(defaults.urgent_window_ms),
                     horizon_ms: knobs.horizon_ms.unwrap_or(defaults.horizon_ms),
                     margin_ms: knobs.margin_ms.unwrap_or(defaults.margin_ms),
-                    startup_budget_ms: knobs.startup_budget_ms.unwrap_or(defaults.startup_budget_ms),
+                    startup_budget_ms: knobs
+                        .startup_budget_ms
+                        .unwrap_or(defaults.startup_budget_ms),
                     origin_spread_ms: knobs.origin_spread_ms.unwrap_or(defaults.origin_spread_ms),
                     upload_slots: knobs.upload_slots.unwrap_or(defaults.upload_slots),
                     min_request_timeout_ms: knobs
@@ -354,7 +412,7 @@ impl World {
         while let Some(item) = self.queue.pop() {
             self.now = item.at;
             self.events += 1;
-            if self.events % 65_536 == 0 {
+            if self.events.is_multiple_of(65_536) {
                 progress(self.now);
             }
             self.handle(item.ev);
@@ -376,13 +434,30 @@ impl World {
         let t = Millis(now);
         match ev {
             Ev::Arrive(id) => self.arrive(id),
+            Ev::Reach { to, size, then } => {
+                let r = &mut self.viewers[to as usize];
+                let arrive = r.down_free.max(now as f64) + size / r.down;
+                r.down_free = arrive;
+                self.push(arrive.ceil() as u64, *then);
+            }
             Ev::Msg { to, from, msg } => {
+                if self.trace.viewer == Some(to) {
+                    eprintln!(
+                        "{now} v{to} gets from {from}: {}",
+                        format!("{msg:?}").chars().take(150).collect::<String>()
+                    );
+                }
                 if let Some(node) = self.viewers[to as usize].node.as_mut() {
                     node.message(PeerId(u64::from(from)), msg, t);
                     self.drain(to);
                 }
             }
-            Ev::Origin { to, block, first, bytes } => {
+            Ev::Origin {
+                to,
+                block,
+                first,
+                bytes,
+            } => {
                 if let Some(node) = self.viewers[to as usize].node.as_mut() {
                     node.origin(block, first, bytes, t);
                     self.drain(to);
@@ -418,7 +493,8 @@ impl World {
             }
             Ev::Seek(id) => self.seek(id),
             Ev::Sample => {
-                self.samples.push((now as f64 / 1000.0, self.origin_bytes, self.present.len()));
+                self.samples
+                    .push((now as f64 / 1000.0, self.origin_bytes, self.present.len()));
                 if !self.queue.is_empty() {
                     self.push(now + 10_000, Ev::Sample);
                 }
@@ -505,7 +581,7 @@ impl World {
         let Some(node) = v.node.as_mut() else {
             return;
         };
-        if self.check_every > 0 && self.events % self.check_every == 0 {
+        if self.check_every > 0 && self.events.is_multiple_of(self.check_every) {
             node.check_invariants();
         }
         if let Some(at) = node.poll_timeout() {
@@ -519,6 +595,12 @@ impl World {
 
     fn perform(&mut self, id: u32, action: Action<Modelled>) {
         let now = self.now;
+        if self.trace.viewer == Some(id) {
+            eprintln!(
+                "{now} v{id} does {}",
+                format!("{action:?}").chars().take(150).collect::<String>()
+            );
+        }
         match action {
             Action::Send { peer, msg } => {
                 let to = peer.0 as u32;
@@ -531,20 +613,35 @@ impl World {
                     self.viewers[to as usize].record.from_peers += u64::from(data.len);
                 }
                 let latency = self.viewers[id as usize].latency + self.viewers[to as usize].latency;
-                let arrive = if size >= 1024.0 {
+                if size >= 1024.0 {
                     let s = &mut self.viewers[id as usize];
                     let depart = s.up_free.max(now as f64) + size / s.up.max(1e-3);
                     s.up_free = depart;
-                    let r = &mut self.viewers[to as usize];
-                    let arrive = (depart + latency).max(r.down_free + size / r.down);
-                    r.down_free = arrive;
-                    arrive
+                    let then = Box::new(Ev::Msg { to, from: id, msg });
+                    self.push(
+                        (depart + latency).ceil() as u64,
+                        Ev::Reach { to, size, then },
+                    );
                 } else {
-                    now as f64 + latency
-                };
-                self.push(arrive.ceil() as u64, Ev::Msg { to, from: id, msg });
+                    self.push(
+                        (now as f64 + latency).ceil() as u64,
+                        Ev::Msg { to, from: id, msg },
+                    );
+                }
             }
-            Action::FetchFromOrigin { block, first, count } => {
+            Action::FetchFromOrigin {
+                block,
+                first,
+                count,
+            } => {
+                if self.trace.origin
+                    && let Some(node) = self.viewers[id as usize].node.as_ref()
+                {
+                    eprintln!(
+                        "{now} viewer {id} origin {first}+{count}: {}",
+                        node.describe_block(block, Millis(now))
+                    );
+                }
                 let size = self.layout.info(block).entry.size;
                 let bytes: u64 = (first..first + count)
                     .map(|i| telly_proto::wire::chunk_len(size, usize::from(i)) as u64)
@@ -553,10 +650,21 @@ impl World {
                 let origin_latency = self.scenario.origin_latency_ms as f64;
                 let v = &mut self.viewers[id as usize];
                 v.record.from_origin += bytes;
-                let arrive = (now as f64 + 2.0 * origin_latency + v.latency)
-                    .max(v.down_free + bytes as f64 / v.down);
-                v.down_free = arrive;
-                self.push(arrive.ceil() as u64, Ev::Origin { to: id, block, first, bytes });
+                let reach = now as f64 + 2.0 * origin_latency + v.latency;
+                let then = Box::new(Ev::Origin {
+                    to: id,
+                    block,
+                    first,
+                    bytes,
+                });
+                self.push(
+                    reach.ceil() as u64,
+                    Ev::Reach {
+                        to: id,
+                        size: bytes as f64,
+                        then,
+                    },
+                );
             }
             Action::Load { block } => {
                 let size = self.layout.info(block).entry.size;
@@ -628,7 +736,13 @@ impl World {
             node.playhead(position, PlayState::Playing, Millis(now));
         }
         let to_boundary = self.block_ms() - position % self.block_ms();
-        self.push(now + to_boundary, Ev::Boundary { viewer: id, generation });
+        self.push(
+            now + to_boundary,
+            Ev::Boundary {
+                viewer: id,
+                generation,
+            },
+        );
         self.drain(id);
     }
 
@@ -652,11 +766,25 @@ impl World {
         }
         let needed = 1 + (position / block_ms) as usize;
         if v.delivered[needed] {
-            self.push(now + block_ms, Ev::Boundary { viewer: id, generation });
+            self.push(
+                now + block_ms,
+                Ev::Boundary {
+                    viewer: id,
+                    generation,
+                },
+            );
         } else {
             v.state = PlayState::Stalled;
             v.stall_since = Some(now);
             v.record.stalls += 1;
+            if self.trace.stalls
+                && let Some(node) = v.node.as_ref()
+            {
+                eprintln!(
+                    "{now} viewer {id} stalls: {}",
+                    node.describe_block(BlockId(needed as u32), Millis(now))
+                );
+            }
             if let Some(node) = v.node.as_mut() {
                 node.playhead(position, PlayState::Stalled, Millis(now));
             }

@@ -17,6 +17,9 @@ use crate::peer::{Peer, PeerId, Phase};
 use crate::time::Millis;
 use crate::trust::Trust;
 
+/// How long a choked downloader leaves the peer alone before asking again.
+const CHOKE_PAUSE_MS: u64 = 1_000;
+
 /// A held block kept in memory for serving: its hashes, chunks, and last use.
 pub(crate) type Resident<T> = (<T as Trust>::Hashes, Vec<<T as Trust>::Chunk>, Millis);
 
@@ -261,13 +264,18 @@ impl<T: Trust> Engine<T> {
                 self.on_chunk(peer, block, index, data, now)
             }
             PeerMessage::Choke => {
+                // No slot for us there now: leave it be for a while (an Unchoke
+                // ends the pause early), then try again.
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.choked_us = true;
+                    p.backoff_until = now + CHOKE_PAUSE_MS;
+                    self.plan_wake = self.plan_wake.min(now + CHOKE_PAUSE_MS);
                 }
             }
             PeerMessage::Unchoke => {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.choked_us = false;
+                    p.backoff_until = Millis::ZERO;
                     self.dirty_plan = true;
                 }
             }
@@ -428,6 +436,44 @@ impl<T: Trust> Engine<T> {
         }
         self.reason = reason;
         Some(at)
+    }
+
+    /// A one-line description of a block's state, for debugging hosts.
+    pub fn describe_block(&self, block: BlockId, now: Millis) -> String {
+        let pos = self.position(now);
+        let deadline = if (block.0 as usize) < self.layout.len() {
+            self.deadline(block, pos, now).0 as i64 - now.0 as i64
+        } else {
+            0
+        };
+        let chunks = self.partial.get(&block).map(|p| {
+            p.chunks
+                .iter()
+                .map(|c| match c {
+                    crate::download::ChunkState::Missing => "M".to_string(),
+                    crate::download::ChunkState::Origin => "O".to_string(),
+                    crate::download::ChunkState::Got { .. } => "G".to_string(),
+                    crate::download::ChunkState::Requested { first, .. } => {
+                        let p = &self.peers[first];
+                        format!(
+                            "R{}({:.0}B/ms,{}ms)",
+                            first.0,
+                            p.current_rate(now),
+                            p.eta(now, 0).0 as i64 - now.0 as i64
+                        )
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
+        format!(
+            "{block:?} have={} avail={} deadline_in={deadline}ms origin_inflight={:?} pos={pos} play={:?} chunks={chunks:?} wake_in={}",
+            self.has_block(block),
+            self.avail.get(block.0 as usize).copied().unwrap_or(0),
+            self.origin_inflight.get(&block),
+            self.play,
+            self.plan_wake.0 as i64 - now.0 as i64,
+        )
     }
 
     pub fn last_timeout_reason(&self) -> TimeoutReason {
@@ -757,16 +803,18 @@ impl<T: Trust> Engine<T> {
         if p.inflight[i].expires != at {
             return;
         }
-        // A peer that keeps delivering is busy, not dead: its queue just runs long
-        // (the planner asks a second peer if a deadline is at risk). Re-arm.
-        let progressing = now.since(p.last_arrival) < self.config.min_request_timeout_ms;
-        if progressing {
+        // A peer that keeps delivering is busy, not dead: its queue just runs long,
+        // and the planner already asks a second peer or the origin when a deadline
+        // is at risk. Only a peer silent for three timeouts loses its requests.
+        let sent = p.inflight[i].sent_at;
+        let silent_for = now.since(p.last_arrival.max(sent));
+        if silent_for < 3 * self.config.min_request_timeout_ms {
             let expires = now + self.config.min_request_timeout_ms;
             p.inflight[i].expires = expires;
             self.expiries.push(Reverse((expires, peer, block, chunk)));
             return;
         }
-        p.penalize();
+        p.penalize(self.config.initial_peer_rate as f64 / 4000.0);
         self.stats.requests_timed_out += 1;
         self.cancel_request(peer, block, chunk);
         self.dirty_plan = true;

@@ -27,6 +27,7 @@ pub(crate) struct Inflight {
     pub chunk: u16,
     pub sent_at: Millis,
     pub expires: Millis,
+    pub deadline: Millis,
     pub len: u32,
 }
 
@@ -49,9 +50,9 @@ pub(crate) struct Peer {
     pub name: Option<String>,
     pub have: Bitfield,
     // --- download side: what we ask of them ---
-    /// They told us not to send new requests.
+    /// They told us they have no slot for us (we pause until `backoff_until`).
     pub choked_us: bool,
-    /// No new requests before this (after a reject).
+    /// No new requests before this (after a choke).
     pub backoff_until: Millis,
     pub inflight: Vec<Inflight>,
     pub inflight_bytes: u64,
@@ -110,8 +111,37 @@ impl Peer {
 
     /// When `bytes` more, asked now, would arrive.
     pub fn eta(&self, now: Millis, bytes: u64) -> Millis {
-        let queued = (self.inflight_bytes + bytes) as f64 / self.rate.max(1e-3);
+        let queued = (self.inflight_bytes + bytes) as f64 / self.current_rate(now).max(1e-3);
         now + (self.rtt + queued) as u64
+    }
+
+    /// When `bytes` more, asked now for `deadline`, would arrive, counting only what
+    /// is queued for deadlines no later (the uploader serves earliest first).
+    pub fn eta_before(&self, now: Millis, bytes: u64, deadline: Millis) -> Millis {
+        let ahead: u64 = self
+            .inflight
+            .iter()
+            .filter(|f| f.deadline <= deadline)
+            .map(|f| u64::from(f.len))
+            .sum();
+        let queued = (ahead + bytes) as f64 / self.current_rate(now).max(1e-3);
+        now + (self.rtt + queued) as u64
+    }
+
+    /// The rate estimate, capped by how long we have been waiting without a byte:
+    /// a peer silent for a while is slower than its last measurement says.
+    pub fn current_rate(&self, now: Millis) -> f64 {
+        let Some(oldest) = self.inflight.iter().map(|f| f.sent_at).min() else {
+            return self.rate;
+        };
+        let waiting_since = oldest.max(self.last_arrival);
+        let waited = now.since(waiting_since) as f64 - self.rtt;
+        if waited > 0.0 {
+            let first_len = f64::from(self.inflight[0].len);
+            self.rate.min(first_len / waited)
+        } else {
+            self.rate
+        }
     }
 
     /// Bytes worth keeping in flight: the bandwidth-delay product plus room for the
@@ -151,7 +181,10 @@ impl Peer {
     /// True when we may ask this peer for `block` now.
     pub fn may_ask(&self, block: BlockId, now: Millis) -> bool {
         self.have.get(block.0 as usize)
-            && !self.refusals.iter().any(|&(b, until)| b == block && until > now)
+            && !self
+                .refusals
+                .iter()
+                .any(|&(b, until)| b == block && until > now)
     }
 
     /// Learns from a chunk of `len` bytes that arrived at `now`, asked at `sent_at`.
@@ -178,8 +211,10 @@ impl Peer {
     }
 
     /// A request timed out: they are slower than we thought.
-    pub fn penalize(&mut self) {
-        self.rate *= 0.5;
+    pub fn penalize(&mut self, floor: f64) {
+        // Halve, but not below a floor: a peer rated near zero would never be
+        // asked again and so never measured again.
+        self.rate = (self.rate * 0.5).max(floor);
     }
 
     /// Decays the fairness counter to `now` (time constant 2 s).

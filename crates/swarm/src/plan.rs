@@ -26,8 +26,14 @@ use crate::peer::{Inflight, PeerId, Phase};
 use crate::time::Millis;
 use crate::trust::Trust;
 
+/// How often urgent blocks with outstanding chunks are looked at again.
+const URGENT_RECHECK_MS: u64 = 250;
+
 /// Viewers paused by hand keep fetching, but without hurry.
 const PAUSED_SLACK_MS: u64 = 10_000;
+
+/// The peers a chunk was asked of (the second in end-game).
+type Askers = (PeerId, Option<PeerId>);
 
 /// Requests decided during one planning pass, sent grouped by peer and block.
 struct Batch(Vec<(PeerId, BlockId, u16, Millis, bool)>);
@@ -53,6 +59,17 @@ impl<T: Trust> Engine<T> {
         x % (self.config.origin_spread_ms + 1)
     }
 
+    /// The safety margin before a deadline. A starting viewer's whole budget is
+    /// about one margin, so it keeps a quarter: the first blocks can then come
+    /// from peers that are ready rather than from the origin by rule.
+    fn margin(&self) -> u64 {
+        if self.play == PlayState::Starting {
+            self.config.margin_ms / 4
+        } else {
+            self.config.margin_ms
+        }
+    }
+
     fn chunk_bytes(&self, block: BlockId, index: usize) -> u64 {
         chunk_len(self.layout.info(block).entry.size, index) as u64
     }
@@ -67,7 +84,7 @@ impl<T: Trust> Engine<T> {
         let mut eligible = Vec::new();
         if self.config.peer_to_peer {
             for (id, p) in &self.peers {
-                if p.phase != Phase::Ready || p.choked_us {
+                if p.phase != Phase::Ready {
                     continue;
                 }
                 if p.backoff_until > now {
@@ -127,15 +144,15 @@ impl<T: Trust> Engine<T> {
         batch: &mut Batch,
         now: Millis,
     ) {
-        let limit = deadline - self.config.margin_ms;
-        let states: Vec<(u16, Option<(PeerId, bool)>)> = self.partial[&block]
+        let limit = deadline - self.margin();
+        let states: Vec<(u16, Option<Askers>)> = self.partial[&block]
             .chunks
             .iter()
             .enumerate()
             .filter_map(|(i, c)| match c {
                 ChunkState::Missing => Some((i as u16, None)),
                 ChunkState::Requested { first, second } => {
-                    Some((i as u16, Some((*first, second.is_some()))))
+                    Some((i as u16, Some((*first, *second))))
                 }
                 _ => None,
             })
@@ -144,25 +161,37 @@ impl<T: Trust> Engine<T> {
         for (index, asked) in states {
             let len = self.chunk_bytes(block, usize::from(index));
             match asked {
-                None => match self.best_peer(block, len, limit, None, true, eligible, now) {
+                None => match self.best_peer(block, len, (deadline, limit), None, eligible, now) {
                     Some(peer) => self.assign(peer, block, index, deadline, batch, now),
                     None => at_risk.push(index),
                 },
-                Some((first, false)) => {
-                    let on_time = self
-                        .peers
-                        .get(&first)
-                        .is_some_and(|p| p.eta(now, 0) <= limit);
+                Some((first, second)) => {
+                    let on_time = [Some(first), second].into_iter().flatten().any(|id| {
+                        self.peers
+                            .get(&id)
+                            .is_some_and(|p| p.eta_before(now, 0, deadline) <= limit)
+                    });
                     if on_time {
                         continue;
                     }
-                    match self.best_peer(block, len, limit, Some(first), true, eligible, now) {
+                    // Too slow where it was asked: a second peer (end-game), else
+                    // the origin when it is due.
+                    let helper = if second.is_none() {
+                        self.best_peer(block, len, (deadline, limit), Some(first), eligible, now)
+                    } else {
+                        None
+                    };
+                    match helper {
                         Some(peer) => self.assign(peer, block, index, deadline, batch, now),
                         None => at_risk.push(index),
                     }
                 }
-                Some((_, true)) => {}
             }
+        }
+        // Estimates change as time passes without data: look again soon while
+        // anything of an urgent block is outstanding.
+        if self.partial[&block].missing > 0 {
+            self.plan_wake = self.plan_wake.min(now + URGENT_RECHECK_MS);
         }
         self.consider_origin(block, deadline, &at_risk, now);
     }
@@ -184,7 +213,12 @@ impl<T: Trust> Engine<T> {
         } else {
             0
         };
-        let lead = self.origin_eta_ms(bytes) + self.config.margin_ms + spread;
+        // A viewer still starting spends its startup budget on peers first.
+        let lead = if self.play == PlayState::Starting {
+            self.origin_eta_ms(bytes) + self.margin()
+        } else {
+            self.origin_eta_ms(bytes) + self.config.margin_ms + spread
+        };
         let due = deadline - lead;
         if now < due {
             self.plan_wake = self.plan_wake.min(due);
@@ -197,7 +231,19 @@ impl<T: Trust> Engine<T> {
         let (first, last) = if partial.hashes.is_none() {
             (0, partial.chunks.len() as u16 - 1)
         } else {
-            (at_risk[0], *at_risk.last().expect("not empty"))
+            // The first run of at-risk chunks with nothing verified inside; the
+            // rest is planned again when this fetch lands.
+            let first = at_risk[0];
+            let mut last = first;
+            for &i in &at_risk[1..] {
+                let clear = (last + 1..i)
+                    .all(|j| !matches!(partial.chunks[usize::from(j)], ChunkState::Got { .. }));
+                if !clear {
+                    break;
+                }
+                last = i;
+            }
+            (first, last)
         };
         let mut asked = Vec::new();
         for i in first..=last {
@@ -267,14 +313,16 @@ impl<T: Trust> Engine<T> {
         true
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The peer expected to deliver `len` more bytes of `block` soonest, if that
+    /// is no later than `limit`. Urgent requests overtake prefetch at the uploader
+    /// (earliest deadline first), so the ETA counts only what is queued there for
+    /// deadlines up to this one, and no pipeline limit applies.
     fn best_peer(
         &self,
         block: BlockId,
         len: u64,
-        limit: Millis,
+        (deadline, limit): (Millis, Millis),
         exclude: Option<PeerId>,
-        urgent: bool,
         eligible: &[PeerId],
         now: Millis,
     ) -> Option<PeerId> {
@@ -284,11 +332,10 @@ impl<T: Trust> Engine<T> {
             .filter(|id| Some(**id) != exclude)
             .filter_map(|id| {
                 let p = &self.peers[id];
-                let cap = p.pipeline_bytes(chunk) * if urgent { 2 } else { 1 };
-                if !p.may_ask(block, now) || p.inflight_bytes + len > cap {
+                if !p.may_ask(block, now) || p.inflight_bytes + len > 64 * chunk {
                     return None;
                 }
-                let eta = p.eta(now, len);
+                let eta = p.eta_before(now, len, deadline);
                 (eta <= limit).then_some((eta, *id))
             })
             .min()
@@ -320,6 +367,7 @@ impl<T: Trust> Engine<T> {
             chunk: index,
             sent_at: now,
             expires,
+            deadline,
             len: len as u32,
         });
         p.inflight_bytes += len;

@@ -258,14 +258,17 @@ impl<T: Trust> Engine<T> {
                                 }
                             }
                         }
-                        _ => match self.partial.get(&q.block).map(|part| {
-                            (part.announced, part.chunks.get(usize::from(q.chunk)))
-                        }) {
+                        _ => match self
+                            .partial
+                            .get(&q.block)
+                            .map(|part| (part.announced, part.chunks.get(usize::from(q.chunk))))
+                        {
                             Some((true, Some(ChunkState::Got { .. }))) => true,
                             // Being fetched: a relay serves it when it arrives.
-                            Some((true, Some(ChunkState::Requested { .. } | ChunkState::Origin))) => {
-                                false
-                            }
+                            Some((
+                                true,
+                                Some(ChunkState::Requested { .. } | ChunkState::Origin),
+                            )) => false,
                             // Nobody is fetching it here: waiting could deadlock
                             // two relays asking each other, so refuse at once.
                             _ => {
@@ -311,7 +314,11 @@ impl<T: Trust> Engine<T> {
 
     fn send_chunk(&mut self, peer: PeerId, block: BlockId, chunk: u16, now: Millis) {
         let p = self.peers.get_mut(&peer).expect("chosen among peers");
-        let Some(index) = p.queue.iter().position(|q| q.block == block && q.chunk == chunk) else {
+        let Some(index) = p
+            .queue
+            .iter()
+            .position(|q| q.block == block && q.chunk == chunk)
+        else {
             return;
         };
         let q = p.queue.remove(index);

@@ -166,8 +166,21 @@ impl Api {
 
     /// A sealed block or init segment from the origin, at most `limit` bytes.
     /// Unverified: the caller checks its hash.
-    pub async fn block(&self, sha: &Sha256Hash, limit: u64) -> Result<Uint8Array, ApiError> {
+    /// A sealed block; `reload` skips the HTTP cache (and refreshes it), for a
+    /// block whose cached copy was refused.
+    pub async fn block(
+        &self,
+        sha: &Sha256Hash,
+        limit: u64,
+        reload: bool,
+    ) -> Result<Uint8Array, ApiError> {
+        let cache = if reload {
+            web_sys::RequestCache::Reload
+        } else {
+            web_sys::RequestCache::Default
+        };
         let response = Request::get(&self.url(&format!("/blocks/{}", sha.to_hex())))
+            .cache(cache)
             .send()
             .await
             .map_err(|e| ApiError::Network(e.to_string()))?;

@@ -45,9 +45,7 @@ pub(crate) fn js_error_text(value: &JsValue) -> String {
     if let Some(error) = value.dyn_ref::<js_sys::Error>() {
         return format!("{}: {}", error.name(), error.message());
     }
-    value
-        .as_string()
-        .unwrap_or_else(|| format!("{value:?}"))
+    value.as_string().unwrap_or_else(|| format!("{value:?}"))
 }
 
 fn subtle() -> Result<SubtleCrypto, CryptoError> {
@@ -102,7 +100,13 @@ impl BlockKey {
     pub async fn import(raw: &[u8; 32]) -> Result<Self, CryptoError> {
         let usages = Array::of1(&JsValue::from_str("decrypt"));
         let promise = subtle()?
-            .import_key_with_str("raw", &Uint8Array::from(&raw[..]), "AES-GCM", false, &usages)
+            .import_key_with_str(
+                "raw",
+                &Uint8Array::from(&raw[..]),
+                "AES-GCM",
+                false,
+                &usages,
+            )
             .map_err(|e| CryptoError::BadKey(js_error_text(&e)))?;
         let key = JsFuture::from(promise)
             .await

@@ -16,12 +16,26 @@ pub struct SourceError {
     pub reason: String,
 }
 
+/// Whether a source may answer from a cache on the way (the browser's HTTP
+/// cache, a CDN). After a copy was refused, the next fetch must not be served
+/// the same bad bytes from a cache that keeps immutable blocks forever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    CachedOk,
+    BypassCaches,
+}
+
 pub trait BlockSource {
     /// A short name for statistics and messages ("origin", "swarm").
     fn name(&self) -> &'static str;
 
     /// The sealed bytes of the block `sha`, whose manifest size is `size`.
-    fn fetch(&self, sha: Sha256Hash, size: u64) -> LocalBoxFuture<'static, Result<Uint8Array, SourceError>>;
+    fn fetch(
+        &self,
+        sha: Sha256Hash,
+        size: u64,
+        freshness: Freshness,
+    ) -> LocalBoxFuture<'static, Result<Uint8Array, SourceError>>;
 }
 
 /// The provider's origin: `GET /blocks/{sha256}`.
@@ -41,18 +55,27 @@ impl BlockSource for OriginSource {
         "origin"
     }
 
-    fn fetch(&self, sha: Sha256Hash, size: u64) -> LocalBoxFuture<'static, Result<Uint8Array, SourceError>> {
+    fn fetch(
+        &self,
+        sha: Sha256Hash,
+        size: u64,
+        freshness: Freshness,
+    ) -> LocalBoxFuture<'static, Result<Uint8Array, SourceError>> {
         let api = self.api.clone();
         Box::pin(async move {
             // A little slack over the manifest size so that a wrong-sized body
             // is still read and reported as a hash mismatch, not a network error.
-            api.block(&sha, size.saturating_add(64 * 1024))
-                .await
-                .map_err(|e| SourceError {
-                    source_name: "origin",
-                    sha,
-                    reason: e.to_string(),
-                })
+            api.block(
+                &sha,
+                size.saturating_add(64 * 1024),
+                freshness == Freshness::BypassCaches,
+            )
+            .await
+            .map_err(|e| SourceError {
+                source_name: "origin",
+                sha,
+                reason: e.to_string(),
+            })
         })
     }
 }

@@ -14,6 +14,12 @@ use super::icons;
 use crate::host::player::PlayerSnapshot;
 
 const SEEK_STEP_S: f64 = 5.0;
+
+/// A click must not leave focus on a button: space would then both press the
+/// button and toggle playback. Keyboard users still reach buttons with Tab.
+fn keep_focus_off(e: web_sys::MouseEvent) {
+    e.prevent_default();
+}
 const VOLUME_STEP: f64 = 0.1;
 
 /// The element's state as the controls show it, kept in sync by its events.
@@ -81,7 +87,11 @@ pub fn toggle_play(video: Option<HtmlVideoElement>) {
 pub fn seek_to(video: Option<HtmlVideoElement>, seconds: f64) {
     let Some(v) = video else { return };
     let duration = v.duration();
-    let end = if duration.is_finite() { duration } else { f64::MAX };
+    let end = if duration.is_finite() {
+        duration
+    } else {
+        f64::MAX
+    };
     v.set_current_time(seconds.clamp(0.0, end));
 }
 
@@ -151,7 +161,11 @@ pub fn Controls(
     let element = move || video.get_untracked();
     let duration = move || {
         let d = media.duration.get();
-        if d > 0.0 { d } else { snapshot.with(|s| s.duration_s) }
+        if d > 0.0 {
+            d
+        } else {
+            snapshot.with(|s| s.duration_s)
+        }
     };
 
     let keys = window_event_listener(ev::keydown, move |e: web_sys::KeyboardEvent| {
@@ -185,7 +199,11 @@ pub fn Controls(
     // on release, so a drag costs one re-plan, not hundreds.
     let drag = RwSignal::new(None::<f64>);
     let hover = RwSignal::new(None::<f64>);
-    let shown_position = move || drag.get().map(|f| f * duration()).unwrap_or_else(|| media.current.get());
+    let shown_position = move || {
+        drag.get()
+            .map(|f| f * duration())
+            .unwrap_or_else(|| media.current.get())
+    };
 
     view! {
         <div class="controls" id="controls">
@@ -252,6 +270,7 @@ pub fn Controls(
             <div class="control-row">
                 <button
                     class="icon-button"
+                    on:mousedown=keep_focus_off
                     id="play-pause"
                     aria-label=move || if media.paused.get() { "Play" } else { "Pause" }
                     on:click=move |_| toggle_play(element())
@@ -260,6 +279,7 @@ pub fn Controls(
                 </button>
                 <button
                     class="icon-button"
+                    on:mousedown=keep_focus_off
                     id="mute"
                     aria-label=move || if media.muted.get() { "Unmute" } else { "Mute" }
                     on:click=move |_| toggle_mute(element())
@@ -302,6 +322,7 @@ pub fn Controls(
                 </span>
                 <button
                     class="icon-button"
+                    on:mousedown=keep_focus_off
                     id="fullscreen"
                     aria-label="Fullscreen"
                     on:click=move |_| toggle_fullscreen(shell.get_untracked())

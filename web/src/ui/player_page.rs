@@ -38,9 +38,14 @@ fn PlayerView(id: String) -> impl IntoView {
         if player.with_value(|p| p.is_some()) {
             return;
         }
-        let started = Player::start(video.clone(), PlayerOptions::new(player_id.clone()), move |s| {
-            set_snapshot.set(s.clone())
-        });
+        let started = Player::start(
+            video.clone(),
+            PlayerOptions::new(player_id.clone()),
+            move |s| {
+                // The page may be gone by the time the loop's last snapshot arrives.
+                set_snapshot.try_set(s.clone());
+            },
+        );
         player.set_value(Some(started));
         if let Some(document) = web_sys::window().and_then(|w| w.document()) {
             let listener = Listener::new(document.as_ref(), "fullscreenchange", move |_| {

@@ -33,9 +33,9 @@ pub fn SignInPage() -> impl IntoView {
         spawn_local(async move {
             match Api::same_origin().sign_in(n.trim(), &p).await {
                 Ok(_) => navigate("/", NavigateOptions::default()),
-                Err(ApiError::Unauthorized) => {
-                    set_error.set(Some("That name and password do not match an account.".into()))
-                }
+                Err(ApiError::Unauthorized) => set_error.set(Some(
+                    "That name and password do not match an account.".into(),
+                )),
                 Err(e) => set_error.set(Some(e.to_string())),
             }
             set_busy.set(false);

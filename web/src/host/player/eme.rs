@@ -22,7 +22,8 @@ pub const CLEAR_KEY: &str = "org.w3.clearkey";
 
 /// Asks the licence server for keys: takes the session's message, answers the
 /// JSON Web Key set for `update`.
-pub type LicenceRequest = Rc<dyn Fn(Uint8Array) -> LocalBoxFuture<'static, Result<Uint8Array, String>>>;
+pub type LicenceRequest =
+    Rc<dyn Fn(Uint8Array) -> LocalBoxFuture<'static, Result<Uint8Array, String>>>;
 
 /// What the key session reports as it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,9 +116,12 @@ pub async fn start(
         let session = session_for_update.clone();
         wasm_bindgen_futures::spawn_local(async move {
             let outcome = match licence(message).await {
-                Ok(response) => wait(session.update_with_buffer_source(&response), "the CDM refused the licence")
-                    .await
-                    .map(|_| ()),
+                Ok(response) => wait(
+                    session.update_with_buffer_source(&response),
+                    "the CDM refused the licence",
+                )
+                .await
+                .map(|_| ()),
                 Err(e) => Err(e),
             };
             on_event(match outcome {

@@ -29,8 +29,10 @@ use crate::host::events::Listener;
 
 pub const MAX_PARALLEL_FETCHES: usize = 3;
 const TICK_MS: u32 = 250;
-/// How long a block that could not be fetched rests before another try.
+/// How long a block that could not be fetched rests before another try; the
+/// rest doubles with each failure up to [`MAX_RETRY_MS`].
 const FAILED_RETRY_MS: f64 = 5_000.0;
+const MAX_RETRY_MS: f64 = 60_000.0;
 /// Appends of one block whose media never shows as buffered before it is
 /// taken as held anyway (stops a refetch loop on odd media).
 const MAX_APPENDS_PER_BLOCK: u32 = 3;
@@ -74,6 +76,8 @@ struct TrackState {
     slots: BTreeMap<usize, Slot>,
     busy: bool,
     appends: HashMap<usize, u32>,
+    /// Failed fetches per block, for the retry back-off.
+    failures: HashMap<usize, u32>,
 }
 
 /// Keeps the snapshot and tells the UI and `window.__telly` about it.
@@ -122,7 +126,9 @@ impl Reporter {
     }
 
     fn expire_warning(&mut self) {
-        if self.snapshot.warning.is_some() && js_sys::Date::now() - self.warned_at_ms > WARNING_SHOWN_MS {
+        if self.snapshot.warning.is_some()
+            && js_sys::Date::now() - self.warned_at_ms > WARNING_SHOWN_MS
+        {
             self.snapshot.warning = None;
         }
     }
@@ -206,6 +212,7 @@ impl Engine {
                 slots: BTreeMap::new(),
                 busy: false,
                 appends: HashMap::new(),
+                failures: HashMap::new(),
             })
             .collect();
         Self {
@@ -336,7 +343,9 @@ impl Engine {
             self.start_op(track, Op::Append { index, media });
             return;
         }
-        if let Some(&(start_s, end_s)) = plan::evictions(&mse::buffered(&state.buffer), playhead_s).first() {
+        if let Some(&(start_s, end_s)) =
+            plan::evictions(&mse::buffered(&state.buffer), playhead_s).first()
+        {
             self.start_op(track, Op::Remove { start_s, end_s });
         }
     }
@@ -375,7 +384,9 @@ impl Engine {
             },
         );
         for want in wants {
-            self.tracks[want.track].slots.insert(want.index, Slot::Fetching);
+            self.tracks[want.track]
+                .slots
+                .insert(want.index, Slot::Fetching);
             let pipeline = self.pipeline.clone();
             let manifest = self.manifest.clone();
             let events = self.events.clone();
@@ -413,7 +424,13 @@ impl Engine {
         }
     }
 
-    fn on_fetched(&mut self, track: usize, index: usize, outcome: Outcome, reporter: &mut Reporter) {
+    fn on_fetched(
+        &mut self,
+        track: usize,
+        index: usize,
+        outcome: Outcome,
+        reporter: &mut Reporter,
+    ) {
         let entry = &self.manifest.tracks[track].blocks[index];
         reporter.count(&outcome, &entry.sha256);
         if outcome.newly_stored || outcome.provenance == Some(Provenance::Store) {
@@ -421,6 +438,9 @@ impl Engine {
         }
         let (_, playhead_ms) = self.playhead();
         let state = &mut self.tracks[track];
+        if outcome.media.is_ok() {
+            state.failures.remove(&index);
+        }
         match outcome.media {
             Ok(media) if plan::in_keep_window(entry, playhead_ms) => {
                 state.slots.insert(index, Slot::Ready(media));
@@ -429,17 +449,27 @@ impl Engine {
                 state.slots.remove(&index);
             }
             Err(_) => {
+                let failures = state.failures.entry(index).or_default();
+                *failures += 1;
+                let rest =
+                    (FAILED_RETRY_MS * f64::from(1u32 << (*failures - 1).min(8))).min(MAX_RETRY_MS);
                 state.slots.insert(
                     index,
                     Slot::Failed {
-                        retry_at_ms: Self::now_ms() + FAILED_RETRY_MS,
+                        retry_at_ms: Self::now_ms() + rest,
                     },
                 );
             }
         }
     }
 
-    fn on_operated(&mut self, track: usize, op: Op, result: Result<(), MseError>, reporter: &mut Reporter) {
+    fn on_operated(
+        &mut self,
+        track: usize,
+        op: Op,
+        result: Result<(), MseError>,
+        reporter: &mut Reporter,
+    ) {
         self.tracks[track].busy = false;
         match (op, result) {
             (Op::Append { index, .. }, Ok(())) => {
@@ -469,7 +499,9 @@ impl Engine {
                                 retry_at_ms: Self::now_ms() + 1_000.0,
                             },
                         );
-                        reporter.warn("The media buffer is full; waiting for playback to free it.".into());
+                        reporter.warn(
+                            "The media buffer is full; waiting for playback to free it.".into(),
+                        );
                     }
                 }
             }
@@ -491,7 +523,9 @@ impl Engine {
                 reporter.snapshot.stats.evictions += 1;
                 self.reconcile(track);
             }
-            (Op::Remove { .. }, Err(e)) => reporter.warn(format!("Buffered media could not be removed: {e}")),
+            (Op::Remove { .. }, Err(e)) => {
+                reporter.warn(format!("Buffered media could not be removed: {e}"))
+            }
         }
     }
 
@@ -515,10 +549,11 @@ impl Engine {
         let snapshot = &mut reporter.snapshot;
         snapshot.buffered = mse::ranges(&self.video.buffered());
         let stored = &self.stored;
-        snapshot.stored = plan::held_ranges_all_tracks(&self.manifest, |b| stored.contains(&b.sha256))
-            .into_iter()
-            .map(|(s, e)| (s as f64 / 1000.0, e as f64 / 1000.0))
-            .collect();
+        snapshot.stored =
+            plan::held_ranges_all_tracks(&self.manifest, |b| stored.contains(&b.sha256))
+                .into_iter()
+                .map(|(s, e)| (s as f64 / 1000.0, e as f64 / 1000.0))
+                .collect();
         snapshot.stats.stored_blocks = self
             .manifest
             .tracks

@@ -14,7 +14,7 @@ use js_sys::Uint8Array;
 use telly_proto::BlockEntry;
 
 use crate::host::crypto::{BlockKey, CryptoError, verify};
-use crate::host::source::BlockSource;
+use crate::host::source::{BlockSource, Freshness};
 use crate::host::store::{BlockStore, StoreError};
 
 /// Copies fetched from sources per block before giving up for a while.
@@ -67,7 +67,7 @@ impl Pipeline {
     pub async fn get(&self, entry: &BlockEntry) -> Outcome {
         let mut outcome = Outcome::new();
         if let Some(store) = &self.store {
-            match self.from_store(store, entry, &mut outcome).await {
+            match self.open_stored(store, entry, &mut outcome).await {
                 Some(Ok(media)) => {
                     outcome.media = Ok(media);
                     outcome.provenance = Some(Provenance::Store);
@@ -80,7 +80,7 @@ impl Pipeline {
                 None => {}
             }
         }
-        outcome.media = self.from_source(entry, &mut outcome).await;
+        outcome.media = self.fetch_from_source(entry, &mut outcome).await;
         if outcome.media.is_ok() {
             outcome.provenance = Some(Provenance::Source);
         }
@@ -88,7 +88,7 @@ impl Pipeline {
     }
 
     /// `None` when the store has no usable copy (a bad one is deleted).
-    async fn from_store(
+    async fn open_stored(
         &self,
         store: &BlockStore,
         entry: &BlockEntry,
@@ -123,13 +123,21 @@ impl Pipeline {
         }
     }
 
-    async fn from_source(&self, entry: &BlockEntry, outcome: &mut Outcome) -> Result<Uint8Array, String> {
+    async fn fetch_from_source(
+        &self,
+        entry: &BlockEntry,
+        outcome: &mut Outcome,
+    ) -> Result<Uint8Array, String> {
         let mut last_problem = String::from("no attempt made");
+        // Only the first try may be answered by a cache: a retry must not be
+        // handed the same refused bytes again.
+        let mut freshness = Freshness::CachedOk;
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
                 TimeoutFuture::new(300 * attempt).await;
+                freshness = Freshness::BypassCaches;
             }
-            let sealed = match self.source.fetch(entry.sha256, entry.size).await {
+            let sealed = match self.source.fetch(entry.sha256, entry.size, freshness).await {
                 Ok(sealed) => sealed,
                 Err(e) => {
                     last_problem = e.to_string();

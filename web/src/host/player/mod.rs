@@ -6,8 +6,8 @@
 //! `window.__telly`; commands come in as events on one channel, so the swarm
 //! driver can later feed the same loop.
 
-mod engine;
 pub mod eme;
+mod engine;
 pub mod fetch;
 pub mod mse;
 pub mod plan;
@@ -21,9 +21,9 @@ use telly_proto::signing::SignatureError;
 use telly_proto::{Manifest, ManifestError};
 use web_sys::HtmlVideoElement;
 
-pub use self::snapshot::{Phase, PlayerSnapshot, PlayerStats, TrackStats};
 use self::engine::{Engine, Event, Reporter};
 use self::fetch::Pipeline;
+pub use self::snapshot::{Phase, PlayerSnapshot, PlayerStats, TrackStats};
 use crate::host::api::{Api, ApiError};
 use crate::host::crypto::BlockKey;
 use crate::host::source::{BlockSource, OriginSource};
@@ -38,7 +38,9 @@ pub enum PlayerError {
     NotFound,
     #[error("No licence for this title: {0}")]
     Licence(String),
-    #[error("This title's manifest is not signed by the provider, so it was refused and nothing was played.")]
+    #[error(
+        "This title's manifest is not signed by the provider, so it was refused and nothing was played."
+    )]
     ManifestNotSigned,
     #[error("This title's manifest was refused: {0}")]
     ManifestInvalid(String),
@@ -147,7 +149,8 @@ async fn setup(
 ) -> Result<Engine, PlayerError> {
     let api = options.api.clone();
     let id = options.title_id.clone();
-    let (config, signed, licence) = futures::join!(api.config(), api.manifest(&id), api.licence(&id));
+    let (config, signed, licence) =
+        futures::join!(api.config(), api.manifest(&id), api.licence(&id));
     let config = config.map_err(PlayerError::from_api)?;
     let signed = signed.map_err(PlayerError::from_api)?;
     let licence = licence.map_err(|e| match e {
@@ -212,7 +215,11 @@ async fn setup(
         Rc::new(move |message| {
             let api = licence_api.clone();
             let id = licence_id.clone();
-            Box::pin(async move { api.clear_key(&id, &message).await.map_err(|e| e.to_string()) })
+            Box::pin(async move {
+                api.clear_key(&id, &message)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
         }),
         Rc::new(move |event| {
             let _ = key_events.unbounded_send(Event::Key(event));
@@ -224,7 +231,9 @@ async fn setup(
     let media = mse::Attached::new(video)
         .await
         .map_err(|e| PlayerError::Media(e.to_string()))?;
-    media.source.set_duration(manifest.duration_ms as f64 / 1000.0);
+    media
+        .source
+        .set_duration(manifest.duration_ms as f64 / 1000.0);
     let mut buffers = Vec::new();
     for track in &manifest.tracks {
         buffers.push(media.add_buffer(&track.mime).map_err(|e| match e {

@@ -9,7 +9,9 @@
 use js_sys::{Promise, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{HtmlVideoElement, MediaSource, MediaSourceReadyState, SourceBuffer, TimeRanges, Url};
+use web_sys::{
+    HtmlVideoElement, MediaSource, MediaSourceReadyState, SourceBuffer, TimeRanges, Url,
+};
 
 use crate::host::crypto::js_error_text;
 
@@ -112,13 +114,12 @@ async fn operate(
         buffer.set_onerror(Some(&reject));
     });
     let result = match start() {
-        Ok(()) => JsFuture::from(done)
-            .await
-            .map(|_| ())
-            .map_err(|e| match e.dyn_ref::<web_sys::Event>() {
+        Ok(()) => JsFuture::from(done).await.map(|_| ()).map_err(|e| {
+            match e.dyn_ref::<web_sys::Event>() {
                 Some(_) => MseError::Failed("the browser could not use the media".into()),
                 None => MseError::from_js(&e),
-            }),
+            }
+        }),
         Err(e) => Err(MseError::from_js(&e)),
     };
     buffer.set_onupdateend(None);

@@ -276,7 +276,10 @@ mod tests {
             let audio = b.duration_ms == 3000 && (s < 6_000 || (18_000..30_000).contains(&s));
             video || audio
         };
-        assert_eq!(held_ranges(&m.tracks[0].blocks, held), vec![(0, 10_000), (20_000, 24_000)]);
+        assert_eq!(
+            held_ranges(&m.tracks[0].blocks, held),
+            vec![(0, 10_000), (20_000, 24_000)]
+        );
         assert_eq!(
             held_ranges_all_tracks(&m, held),
             vec![(0, 6_000), (20_000, 24_000)]
@@ -287,7 +290,13 @@ mod tests {
     #[test]
     fn intersect_handles_touching_and_nested_ranges() {
         assert_eq!(intersect(&[(0, 10)], &[(10, 20)]), vec![]);
-        assert_eq!(intersect(&[(0, 100)], &[(10, 20), (30, 40)]), vec![(10, 20), (30, 40)]);
-        assert_eq!(intersect(&[(0, 15), (25, 35)], &[(10, 30)]), vec![(10, 15), (25, 30)]);
+        assert_eq!(
+            intersect(&[(0, 100)], &[(10, 20), (30, 40)]),
+            vec![(10, 20), (30, 40)]
+        );
+        assert_eq!(
+            intersect(&[(0, 15), (25, 35)], &[(10, 30)]),
+            vec![(10, 15), (25, 30)]
+        );
     }
 }
