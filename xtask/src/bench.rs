@@ -238,9 +238,9 @@ fn sim(results: &Path) -> Result<()> {
                 .args(["run", "-q", "-p", "telly-sim", "--release", "--"])
                 .arg(&file)
                 .arg("--out")
-                .arg(results.join(format!("sim-{stem}.json")))
+                .arg(results.join(format!("{stem}.json")))
                 .arg("--plot")
-                .arg(results.join(format!("sim-{stem}.svg"))),
+                .arg(results.join(format!("{stem}.svg"))),
         )?;
     }
     Ok(())

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use telly_media::package::{PackageOptions, Progress, Stage};
+use telly_proto::api::NetworkConfig;
 use telly_provider::catalogue::{LicenceWindow, TitleInfo};
 use telly_provider::data_dir::{self, DataDir};
 use telly_provider::http::{self, AppState, ServerConfig};
@@ -83,6 +84,13 @@ struct ServeArgs {
     /// The name the web app shows.
     #[arg(long, default_value = "Telly")]
     provider_name: String,
+    /// A STUN or TURN server your viewers' tabs may use (`stun:host:port`);
+    /// repeat for more. None by default: peers use host candidates only.
+    #[arg(long = "ice-server", value_name = "URL")]
+    ice_servers: Vec<String>,
+    /// Tests and one-machine demos only: tabs connect over loopback candidates.
+    #[arg(long)]
+    loopback_ice: bool,
 }
 
 #[derive(Subcommand)]
@@ -198,6 +206,11 @@ fn serve_command(root: PathBuf, args: ServeArgs) -> Result<()> {
         data_dir: root,
         web_dir: args.web_dir,
         provider_name: args.provider_name,
+        network: NetworkConfig {
+            ice_servers: args.ice_servers,
+            loopback_ice: args.loopback_ice,
+            signal_path: telly_signalling::SIGNAL_PATH.into(),
+        },
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {

@@ -6,8 +6,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use telly_proto::api::{ClientConfig, SessionInfo, SignIn};
-use telly_proto::{ClearKeyRequest, ClearKeyResponse, Licence, SignedManifest, TitleSummary};
+use telly_proto::api::{ClientConfig, GrantRequest, GrantResponse, SessionInfo, SignIn};
+use telly_proto::{
+    ClearKeyRequest, ClearKeyResponse, Grant, Licence, Sha256Hash, SignedGrant, SignedManifest,
+    TitleSummary,
+};
 
 use super::error::JsonBody;
 use super::session::{Viewer, clear_cookie, set_cookie};
@@ -20,6 +23,7 @@ pub async fn config(State(state): State<Arc<AppState>>) -> Json<ClientConfig> {
     Json(ClientConfig {
         provider_name: state.provider_name.clone(),
         provider_key: state.public_key,
+        network: state.network.clone(),
     })
 }
 
@@ -173,6 +177,44 @@ pub async fn clear_key(
 ) -> Result<Json<ClearKeyResponse>, ApiFailure> {
     let secrets = licensable(&state, id).await?;
     Ok(Json(ClearKeyResponse::answer(&request, &[secrets.keys])))
+}
+
+/// How long a swarm grant lasts. Short, so that a viewer whose account is
+/// removed drops out of every swarm soon; tabs renew well before it ends.
+pub const GRANT_TTL_S: u64 = 15 * 60;
+
+/// A grant to join the title's swarm as the peer the tab names. Not tied to the
+/// licence window: sealed blocks may spread before a release, unreadable.
+pub async fn grant(
+    State(state): State<Arc<AppState>>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<GrantRequest>,
+) -> Result<Json<GrantResponse>, ApiFailure> {
+    catalogue::validate_id(&id).map_err(|_| no_title(&id))?;
+    let lookup = id.clone();
+    let signed = state
+        .with_db(move |conn| catalogue::signed_manifest(conn, &lookup))
+        .await?
+        .ok_or_else(|| no_title(&id))?;
+    let swarm_id = Sha256Hash::of(signed.body.as_bytes());
+    let expires_at = unix_now() + GRANT_TTL_S;
+    let grant = SignedGrant::sign(
+        &Grant {
+            viewer: viewer.name.clone(),
+            peer_id: request.peer_id.to_string(),
+            title_id: id.clone(),
+            swarm_id,
+            expires_at,
+        },
+        &state.signing_key,
+    );
+    tracing::debug!(viewer = %viewer.name, title = %id, peer = %request.peer_id, "grant issued");
+    Ok(Json(GrantResponse {
+        swarm_id,
+        grant,
+        expires_at,
+    }))
 }
 
 pub async fn no_such_route() -> ApiFailure {

@@ -19,8 +19,11 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, header};
 use axum::routing::{get, post};
+use ed25519_dalek::SigningKey;
 use rusqlite::Connection;
 use telly_proto::ProviderPublicKey;
+use telly_proto::api::NetworkConfig;
+use telly_signalling::{Hub, SignalConfig};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -60,6 +63,8 @@ pub struct ServerConfig {
     pub web_dir: PathBuf,
     /// Shown by the web app; `GET /api/config`.
     pub provider_name: String,
+    /// ICE servers and loopback-only mode, passed on to the web app.
+    pub network: NetworkConfig,
 }
 
 /// Everything the handlers share.
@@ -70,6 +75,11 @@ pub struct AppState {
     /// primary-key lookup, and handlers run them on blocking threads.
     db: Mutex<Connection>,
     public_key: ProviderPublicKey,
+    /// Signs swarm grants (manifests are signed at publish time).
+    signing_key: SigningKey,
+    /// Signalling and tracker, served at `/signal`.
+    hub: Arc<Hub>,
+    network: NetworkConfig,
     provider_name: String,
     web_dir: PathBuf,
     metrics: OriginMetrics,
@@ -91,13 +101,18 @@ impl AppState {
     /// use) and loads the block → title map.
     pub fn open(config: &ServerConfig) -> Result<Arc<Self>, ServeError> {
         let data = DataDir::open(&config.data_dir)?;
-        let public_key = data.provider_public_key()?;
+        let signing_key = data.provider_key()?;
+        let public_key = ProviderPublicKey(signing_key.verifying_key());
         let conn = db::open(&data.database_path())?;
+        let hub = Hub::new(public_key, SignalConfig::with_random_seed());
         let state = Arc::new(Self {
             blocks: BlockStore::new(data.blocks_dir()),
             data,
             db: Mutex::new(conn),
             public_key,
+            signing_key,
+            hub,
+            network: config.network.clone(),
             provider_name: config.provider_name.clone(),
             web_dir: config.web_dir.clone(),
             metrics: OriginMetrics::default(),
@@ -118,6 +133,10 @@ impl AppState {
 
     pub fn data_dir(&self) -> &DataDir {
         &self.data
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 
     pub fn metrics(&self) -> telly_proto::api::Metrics {
@@ -174,6 +193,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/titles/{id}/poster.jpg", get(origin::poster))
         .route("/titles/{id}/licence", post(api::licence))
         .route("/titles/{id}/clearkey", post(api::clear_key))
+        .route("/titles/{id}/grant", post(api::grant))
         .route("/metrics", get(origin::metrics))
         .fallback(api::no_such_route)
         // Answers depend on the session; the poster sets its own policy.
@@ -183,6 +203,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         ));
     Router::new()
         .nest("/api", api)
+        .nest(
+            telly_signalling::SIGNAL_PATH,
+            telly_signalling::router(Arc::clone(&state.hub)),
+        )
         .route("/blocks/{sha256}", get(origin::block))
         .fallback_service(web::service(&state))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))

@@ -7,7 +7,7 @@ use axum::body::{Body, to_bytes};
 use axum::http::{Method, Request, StatusCode, header};
 use axum::response::Response;
 use serde::de::DeserializeOwned;
-use telly_proto::api::{ApiError, ClientConfig, Metrics, SessionInfo};
+use telly_proto::api::{ApiError, ClientConfig, Metrics, NetworkConfig, SessionInfo};
 use telly_proto::{ClearKeyResponse, Licence, SignedManifest, TitleSummary};
 use tempfile::TempDir;
 use tower::ServiceExt;
@@ -16,6 +16,8 @@ use super::*;
 use crate::accounts;
 use crate::blocks::BlockStore;
 use crate::catalogue::{self, LicenceWindow, NewTitle};
+
+mod swarm;
 
 struct Fixture {
     _tmp: TempDir,
@@ -65,6 +67,7 @@ fn fixture() -> Fixture {
         data_dir: data.root().to_owned(),
         web_dir: web,
         provider_name: "Test TV".into(),
+        network: NetworkConfig::default(),
     })
     .unwrap();
     Fixture {
@@ -230,6 +233,7 @@ async fn every_session_route_answers_401_without_a_valid_session() {
         (Method::GET, "/api/titles/older/manifest"),
         (Method::POST, "/api/titles/older/licence"),
         (Method::POST, "/api/titles/older/clearkey"),
+        (Method::POST, "/api/titles/older/grant"),
     ];
     let forged = format!("{SESSION_COOKIE}={}", "ab".repeat(32));
     for cookie in [None, Some("telly_session=garbage"), Some(forged.as_str())] {
@@ -574,6 +578,7 @@ async fn a_missing_web_app_is_explained_and_the_api_still_works() {
         data_dir: f.state.data_dir().root().to_owned(),
         web_dir: f._tmp.path().join("not-built"),
         provider_name: "Test TV".into(),
+        network: NetworkConfig::default(),
     })
     .unwrap();
     let app = app(state);
