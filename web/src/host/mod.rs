@@ -5,5 +5,6 @@ pub mod api;
 pub mod crypto;
 pub mod events;
 pub mod player;
+pub mod rtc;
 pub mod source;
 pub mod store;
