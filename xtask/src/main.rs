@@ -44,7 +44,7 @@ enum Command {
     },
     /// Benchmarks; results go to bench/results/*.json.
     Bench {
-        /// Which: block-open, publish, sim, or all.
+        /// Which: block-open, publish, sim, all, or table (only rewrite the README's table).
         #[arg(default_value = "all")]
         which: String,
     },
