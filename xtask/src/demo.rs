@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use anyhow::{Context, Result, bail};
 
@@ -155,11 +155,23 @@ pub fn run(listen: &str) -> Result<()> {
     }
 
     let interrupted = Arc::new(AtomicBool::new(false));
+    let server_pid = Arc::new(AtomicU32::new(0));
     {
         let flag = interrupted.clone();
-        // The terminal sends Ctrl-C to `telly serve` too; we only wait for it to finish.
-        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-            .context("installing the Ctrl-C handler")?;
+        let server_pid = server_pid.clone();
+        // A terminal's Ctrl-C reaches `telly serve` too, but a SIGINT or SIGTERM
+        // sent to this process alone must not leave the server running: pass it
+        // on as SIGTERM, which `telly serve` answers with a graceful shutdown.
+        ctrlc::set_handler(move || {
+            flag.store(true, Ordering::SeqCst);
+            let pid = server_pid.load(Ordering::SeqCst);
+            if pid != 0 {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+        })
+        .context("installing the Ctrl-C handler")?;
     }
     let mut server = Command::new(&built.telly)
         .args(["serve", "--listen", listen, "--data-dir"])
@@ -168,6 +180,7 @@ pub fn run(listen: &str) -> Result<()> {
         .arg(&built.web_dir)
         .spawn()
         .context("starting telly serve")?;
+    server_pid.store(server.id(), Ordering::SeqCst);
     eprintln!(
         "\n  Telly is on http://{listen}/\n  Sign in as `{DEMO_VIEWER}` with password `{DEMO_PASSWORD}`.\n  Ctrl-C stops it.\n"
     );
