@@ -121,18 +121,22 @@ pub async fn get_title(
         .ok_or_else(|| no_title(&id))
 }
 
+/// The title's signed manifest, or 404 for an unknown or malformed id.
+async fn signed_manifest_of(state: &Arc<AppState>, id: &str) -> Result<SignedManifest, ApiFailure> {
+    catalogue::validate_id(id).map_err(|_| no_title(id))?;
+    let lookup = id.to_owned();
+    state
+        .with_db(move |conn| catalogue::signed_manifest(conn, &lookup))
+        .await?
+        .ok_or_else(|| no_title(id))
+}
+
 pub async fn manifest(
     State(state): State<Arc<AppState>>,
     _viewer: Viewer,
     Path(id): Path<String>,
 ) -> Result<Json<SignedManifest>, ApiFailure> {
-    catalogue::validate_id(&id).map_err(|_| no_title(&id))?;
-    let lookup = id.clone();
-    state
-        .with_db(move |conn| catalogue::signed_manifest(conn, &lookup))
-        .await?
-        .map(Json)
-        .ok_or_else(|| no_title(&id))
+    signed_manifest_of(&state, &id).await.map(Json)
 }
 
 /// The title's keys, if it exists and its licence window is open now.
@@ -191,12 +195,7 @@ pub async fn grant(
     Path(id): Path<String>,
     JsonBody(request): JsonBody<GrantRequest>,
 ) -> Result<Json<GrantResponse>, ApiFailure> {
-    catalogue::validate_id(&id).map_err(|_| no_title(&id))?;
-    let lookup = id.clone();
-    let signed = state
-        .with_db(move |conn| catalogue::signed_manifest(conn, &lookup))
-        .await?
-        .ok_or_else(|| no_title(&id))?;
+    let signed = signed_manifest_of(&state, &id).await?;
     let swarm_id = Sha256Hash::of(signed.body.as_bytes());
     let expires_at = unix_now() + GRANT_TTL_S;
     let grant = SignedGrant::sign(
