@@ -79,22 +79,8 @@ async fn a_refused_socket_cannot_signal_into_the_swarm() {
         recv(&mut outsider).await,
         ServerMessage::Refused { .. }
     ));
-    send(
-        &mut outsider,
-        &ClientMessage::Offer {
-            swarm_id: film,
-            to: peer(1),
-            sdp: "v=0".into(),
-        },
-    )
-    .await;
-    assert!(matches!(
-        recv(&mut outsider).await,
-        ServerMessage::Error {
-            code: ErrorCode::NotJoined,
-            ..
-        }
-    ));
+    send(&mut outsider, &offer(film, 1)).await;
+    expect_error(&mut outsider, ErrorCode::NotJoined).await;
     nothing_pending(&mut member).await;
 }
 
@@ -173,39 +159,11 @@ async fn one_swarm_never_learns_of_or_reaches_another() {
     assert!(offered.is_empty(), "offered a member of another swarm");
 
     // Naming the other swarm: not a member of it.
-    send(
-        &mut in_series,
-        &ClientMessage::Offer {
-            swarm_id: film,
-            to: peer(1),
-            sdp: "v=0".into(),
-        },
-    )
-    .await;
-    assert!(matches!(
-        recv(&mut in_series).await,
-        ServerMessage::Error {
-            code: ErrorCode::NotJoined,
-            ..
-        }
-    ));
+    send(&mut in_series, &offer(film, 1)).await;
+    expect_error(&mut in_series, ErrorCode::NotJoined).await;
     // Naming its own swarm but a peer of the other: no such peer here.
-    send(
-        &mut in_series,
-        &ClientMessage::Offer {
-            swarm_id: series,
-            to: peer(1),
-            sdp: "v=0".into(),
-        },
-    )
-    .await;
-    assert!(matches!(
-        recv(&mut in_series).await,
-        ServerMessage::Error {
-            code: ErrorCode::UnknownPeer,
-            ..
-        }
-    ));
+    send(&mut in_series, &offer(series, 1)).await;
+    expect_error(&mut in_series, ErrorCode::UnknownPeer).await;
     send(
         &mut in_series,
         &ClientMessage::FindPeers {
@@ -240,15 +198,7 @@ async fn members_hear_when_a_peer_they_know_leaves_or_drops() {
     );
     // A third joins and leaves politely; the second signalled with it first.
     let (mut third, _) = joined(server.addr, 3, film).await;
-    send(
-        &mut third,
-        &ClientMessage::Offer {
-            swarm_id: film,
-            to: peer(2),
-            sdp: "v=0".into(),
-        },
-    )
-    .await;
+    send(&mut third, &offer(film, 2)).await;
     assert!(matches!(
         recv(&mut second).await,
         ServerMessage::Offer { .. }
@@ -288,13 +238,7 @@ async fn malformed_messages_get_errors_and_repeated_ones_a_disconnect() {
     ws.send(Message::text("{\"type\":\"shout\"}"))
         .await
         .unwrap();
-    assert!(matches!(
-        recv(&mut ws).await,
-        ServerMessage::Error {
-            code: ErrorCode::Malformed,
-            ..
-        }
-    ));
+    expect_error(&mut ws, ErrorCode::Malformed).await;
     // The socket is still usable after one mistake.
     nothing_pending(&mut ws).await;
     for junk in ["not json", "[1,2,3]", "{\"type\":\"offer\"}", "\u{0}\u{1}"] {
@@ -319,13 +263,7 @@ async fn oversized_messages_are_refused_and_huge_frames_close_the_socket() {
         sdp: "a".repeat(limits.max_message_bytes + 1),
     };
     send(&mut ws, &too_large).await;
-    assert!(matches!(
-        recv(&mut ws).await,
-        ServerMessage::Error {
-            code: ErrorCode::TooLarge,
-            ..
-        }
-    ));
+    expect_error(&mut ws, ErrorCode::TooLarge).await;
     nothing_pending(&mut ws).await;
 
     let huge = "x".repeat(limits.max_transport_bytes + 1);
@@ -416,12 +354,6 @@ async fn peer_ids_are_checked_before_anything_else() {
         "{{\"type\":\"join\",\"version\":1,\"swarm_id\":\"{film}\",\"peer_id\":\"NOT-HEX\"}}"
     );
     ws.send(Message::text(bad_id)).await.unwrap();
-    assert!(matches!(
-        recv(&mut ws).await,
-        ServerMessage::Error {
-            code: ErrorCode::Malformed,
-            ..
-        }
-    ));
+    expect_error(&mut ws, ErrorCode::Malformed).await;
     assert!(server.hub.members(&film).is_empty());
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use futures::{SinkExt, StreamExt};
-use telly_proto::signal::{ClientMessage, HaveSummary, PeerId, SIGNAL_VERSION, ServerMessage};
+use telly_proto::signal::{
+    ClientMessage, ErrorCode, HaveSummary, PeerId, SIGNAL_VERSION, ServerMessage,
+};
 use telly_proto::{Grant, ProviderPublicKey, Sha256Hash, SignedGrant};
 use telly_signalling::{Hub, SignalConfig, SocketLimits};
 use tokio::net::TcpStream;
@@ -187,4 +189,21 @@ pub async fn closed(ws: &mut Ws) -> Option<u16> {
 pub async fn nothing_pending(ws: &mut Ws) {
     send(ws, &ClientMessage::Ping { nonce: 4242 }).await;
     assert_eq!(recv(ws).await, ServerMessage::Pong { nonce: 4242 });
+}
+
+/// An offer to peer `n` with a placeholder SDP.
+pub fn offer(swarm_id: Sha256Hash, n: u32) -> ClientMessage {
+    ClientMessage::Offer {
+        swarm_id,
+        to: peer(n),
+        sdp: "v=0".into(),
+    }
+}
+
+/// The next message must be an error with this code.
+pub async fn expect_error(ws: &mut Ws, code: ErrorCode) {
+    match recv(ws).await {
+        ServerMessage::Error { code: got, .. } if got == code => {}
+        other => panic!("expected a {code:?} error, got {other:?}"),
+    }
 }
