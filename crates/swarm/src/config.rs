@@ -51,6 +51,9 @@ pub struct Config {
     /// Announce and serve a block from its first verified chunk (cut-through
     /// relaying); when false, only whole blocks are announced (store-and-forward).
     pub relay_partial: bool,
+    /// When false the engine fetches nothing and only serves what it holds: a
+    /// tab sharing a title it is not watching.
+    pub download: bool,
 }
 
 impl Default for Config {
@@ -77,6 +80,7 @@ impl Default for Config {
             unix_ms_at_zero: 0,
             peer_to_peer: true,
             relay_partial: true,
+            download: true,
         }
     }
 }
@@ -100,6 +104,9 @@ pub struct Stats {
     pub requests_timed_out: u64,
     pub peers_connected: usize,
     pub peers_banned: usize,
+    /// Handshakes refused: another swarm, another wire version, a grant that
+    /// does not check out (missing, expired, another title, forged).
+    pub peers_refused: u64,
     /// Milliseconds of media held contiguously from the playhead.
     pub buffer_ahead_ms: u64,
     /// Estimated download rate from each peer, bytes per second.

@@ -548,15 +548,18 @@ impl<T: Trust> Engine<T> {
             return self.drop_peer(peer, GoodbyeReason::ProtocolViolation);
         }
         if version != WIRE_VERSION {
+            self.stats.peers_refused += 1;
             return self.drop_peer(peer, GoodbyeReason::VersionMismatch);
         }
         if swarm_id != self.swarm_id {
+            self.stats.peers_refused += 1;
             return self.drop_peer(peer, GoodbyeReason::WrongSwarm);
         }
         let name = match self.trust.admit(&grant, self.unix_now(now)) {
             Ok(name) => name,
             Err(error) => {
                 tracing::debug!(?peer, %error, "peer refused");
+                self.stats.peers_refused += 1;
                 return self.drop_peer(peer, GoodbyeReason::BadGrant);
             }
         };

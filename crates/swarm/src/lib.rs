@@ -12,6 +12,7 @@
 //! checked by [`Engine::check_invariants`].
 
 mod config;
+mod control;
 mod download;
 mod engine;
 mod invariants;

@@ -80,6 +80,9 @@ impl<T: Trust> Engine<T> {
 
     pub(crate) fn plan(&mut self, now: Millis) {
         self.plan_wake = Millis::NEVER;
+        if !self.config.download {
+            return;
+        }
         let pos = self.position(now);
         let mut eligible = Vec::new();
         if self.config.peer_to_peer {

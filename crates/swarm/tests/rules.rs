@@ -147,6 +147,33 @@ fn grants_that_are_expired_or_for_another_swarm_are_refused() {
         reasons.contains(&(b, GoodbyeReason::BadGrant)),
         "{reasons:?}"
     );
+    assert_eq!(net.nodes[viewer].engine.stats(net.now).peers_refused, 2);
+}
+
+#[test]
+fn a_sharing_only_engine_serves_what_it_holds_and_fetches_nothing() {
+    let mut net = net();
+    let sharer = net.add(Net::config(1));
+    let held = net.title.bytes[1].clone();
+    net.nodes[sharer].store.insert(BlockId(1), held);
+    net.nodes[sharer].engine.handle_held_block(BlockId(1));
+    net.nodes[sharer].engine.set_downloading(false);
+    let viewer = net.add(Net::config(2));
+    net.connect(sharer, viewer);
+    net.play(sharer, 0, PlayState::Starting);
+    net.play(viewer, 0, PlayState::Starting);
+    net.run_for(200);
+    net.play(viewer, 0, PlayState::Playing);
+    net.run_for(20_000);
+    assert_eq!(net.delivered(sharer), Vec::<BlockId>::new());
+    assert_eq!(net.nodes[sharer].origin_log.len(), 0, "a sharer fetches nothing");
+    assert_eq!(net.delivered(viewer), net.all_blocks());
+    let served = net.nodes[sharer].engine.stats(net.now).bytes_uploaded;
+    assert_eq!(served, net.title.layout.info(BlockId(1)).entry.size);
+    // Watching turns fetching back on.
+    net.nodes[sharer].engine.set_downloading(true);
+    net.run_for(20_000);
+    assert_eq!(net.delivered(sharer).len(), net.all_blocks().len() - 1);
 }
 
 #[test]
