@@ -21,6 +21,11 @@ const CHROMIUM_FLAGS: &[&str] = &[
     "--disable-component-update",
     "--disable-sync",
     "--autoplay-policy=no-user-gesture-required",
+    // Chromium gathers loopback ICE candidates only for a page holding a media
+    // permission; these grant it without a prompt and without real devices.
+    "--allow-loopback-in-peer-connection",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
     "--window-size=1280,800",
 ];
 

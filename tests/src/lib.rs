@@ -41,6 +41,21 @@ pub fn artifacts_dir() -> PathBuf {
     dir
 }
 
+/// Signs `browser` in as the fixture's viewer and waits for the catalogue.
+pub async fn sign_in(browser: &Browser, provider: &Provider) -> anyhow::Result<()> {
+    browser.goto(&provider.url("/signin")).await?;
+    browser.type_into("#signin-name", VIEWER).await?;
+    browser.type_into("#signin-password", PASSWORD).await?;
+    browser.click("#signin-submit").await?;
+    browser
+        .wait_until(
+            "the catalogue",
+            "document.querySelectorAll('#catalogue .title-card').length",
+        )
+        .await?;
+    Ok(())
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released for the child to take).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -121,6 +121,20 @@ impl Provider {
 
     /// Serves a fresh copy of the fixture after `prepare` has changed it.
     pub fn start_with(prepare: impl FnOnce(&Path) -> Result<()>) -> Result<Self> {
+        Self::start_with_args(prepare, &[])
+    }
+
+    /// Serves for swarm tests: peers use loopback candidates only, and test
+    /// pages may ask for faults (`?fault=…`).
+    pub fn start_swarm() -> Result<Self> {
+        Self::start_with_args(|_| Ok(()), &["--loopback-ice", "--test-faults"])
+    }
+
+    /// Serves a fresh copy of the fixture with extra `telly serve` arguments.
+    pub fn start_with_args(
+        prepare: impl FnOnce(&Path) -> Result<()>,
+        serve_args: &[&str],
+    ) -> Result<Self> {
         let data = PublishedFixture::get().copy()?;
         prepare(data.path())?;
         let port = free_port();
@@ -131,6 +145,8 @@ impl Provider {
             .arg(data.path())
             .arg("--web-dir")
             .arg(env_path("TELLY_WEB_DIR", "dist"))
+            .args(serve_args)
+            .env("RUST_LOG", "info,telly_signalling=debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -5,26 +5,12 @@ use std::time::Instant;
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use telly_e2e::provider::TITLE_ID;
-use telly_e2e::{Browser, PASSWORD, Provider, VIEWER, artifacts_dir};
+use telly_e2e::{Browser, Provider, artifacts_dir, sign_in};
 use telly_proto::Manifest;
 use telly_proto::api::ClientConfig;
 
 const STATE: &str = "window.__telly";
 const NO_MEDIA_ERROR: &str = "document.querySelector('video#player') && document.querySelector('video#player').error === null && window.__telly && window.__telly.player.phase !== 'failed'";
-
-async fn sign_in(browser: &Browser, provider: &Provider) -> Result<()> {
-    browser.goto(&provider.url("/signin")).await?;
-    browser.type_into("#signin-name", VIEWER).await?;
-    browser.type_into("#signin-password", PASSWORD).await?;
-    browser.click("#signin-submit").await?;
-    browser
-        .wait_until(
-            "the catalogue",
-            "document.querySelectorAll('#catalogue .title-card').length",
-        )
-        .await?;
-    Ok(())
-}
 
 async fn current_time(browser: &Browser) -> Result<f64> {
     Ok(browser

@@ -14,6 +14,10 @@ pub struct ClientConfig {
     /// How peers reach each other; absent in answers of older providers.
     #[serde(default)]
     pub network: NetworkConfig,
+    /// The page may honour `?fault=` switches; only `telly serve --test-faults`
+    /// sets it, never a real deployment.
+    #[serde(default)]
+    pub test_faults: bool,
 }
 
 /// How tabs find and reach each other.
@@ -63,6 +67,37 @@ pub struct GrantResponse {
     pub expires_at: u64,
 }
 
+/// `POST /api/titles/{id}/report`: what one tab moved for this title since its
+/// previous report for it (deltas, not totals, so the provider just adds them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmReport {
+    /// Verified block bytes this tab received from peers.
+    pub bytes_from_peers: u64,
+    /// Block bytes this tab fetched from the origin.
+    pub bytes_from_origin: u64,
+    /// Block bytes this tab sent to peers.
+    pub bytes_uploaded: u64,
+}
+
+impl SwarmReport {
+    /// The most any one field may claim. Tabs report every few seconds, and no
+    /// tab moves 4 GiB in that time; anything larger is a bug or a lie, and would
+    /// let one tab swamp the counters.
+    pub const MAX_BYTES: u64 = 4 << 30;
+
+    /// The first field over [`Self::MAX_BYTES`], as `(name, value)`.
+    pub fn oversized_field(&self) -> Option<(&'static str, u64)> {
+        [
+            ("bytes_from_peers", self.bytes_from_peers),
+            ("bytes_from_origin", self.bytes_from_origin),
+            ("bytes_uploaded", self.bytes_uploaded),
+        ]
+        .into_iter()
+        .find(|(_, value)| *value > Self::MAX_BYTES)
+    }
+}
+
 /// `POST /api/session`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignIn {
@@ -97,4 +132,75 @@ pub struct TitleMetrics {
     /// How often each block (by hash) was sent.
     #[serde(default)]
     pub block_fetches: BTreeMap<String, u64>,
+    /// Sums of the tabs' [`SwarmReport`]s for this title: bytes from peers,
+    /// bytes from the origin (as the tabs saw them), bytes uploaded to peers.
+    #[serde(default)]
+    pub peer_bytes_reported: u64,
+    #[serde(default)]
+    pub origin_bytes_reported: u64,
+    #[serde(default)]
+    pub uploaded_bytes_reported: u64,
+    /// Reports accepted for this title.
+    #[serde(default)]
+    pub reports: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swarm_reports_refuse_unknown_and_missing_fields() {
+        let report: SwarmReport = serde_json::from_str(
+            r#"{"bytes_from_peers": 1, "bytes_from_origin": 2, "bytes_uploaded": 3}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            report,
+            SwarmReport {
+                bytes_from_peers: 1,
+                bytes_from_origin: 2,
+                bytes_uploaded: 3
+            }
+        );
+        for bad in [
+            r#"{"bytes_from_peers": 1, "bytes_from_origin": 2, "bytes_uploaded": 3, "extra": 0}"#,
+            r#"{"bytes_from_peers": 1, "bytes_from_origin": 2}"#,
+            r#"{"bytes_from_peers": -1, "bytes_from_origin": 2, "bytes_uploaded": 3}"#,
+        ] {
+            assert!(serde_json::from_str::<SwarmReport>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn oversized_fields_are_named() {
+        let at_limit = SwarmReport {
+            bytes_from_peers: SwarmReport::MAX_BYTES,
+            bytes_from_origin: SwarmReport::MAX_BYTES,
+            bytes_uploaded: SwarmReport::MAX_BYTES,
+        };
+        assert_eq!(at_limit.oversized_field(), None);
+        let over = SwarmReport {
+            bytes_uploaded: SwarmReport::MAX_BYTES + 1,
+            ..at_limit
+        };
+        assert_eq!(
+            over.oversized_field(),
+            Some(("bytes_uploaded", SwarmReport::MAX_BYTES + 1))
+        );
+    }
+
+    #[test]
+    fn answers_of_older_providers_still_parse() {
+        let metrics: TitleMetrics =
+            serde_json::from_str(r#"{"origin_bytes": 5, "origin_blocks": 1}"#).unwrap();
+        assert_eq!((metrics.reports, metrics.peer_bytes_reported), (0, 0));
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+        let config: ClientConfig = serde_json::from_value(serde_json::json!({
+            "provider_name": "Old TV",
+            "provider_key": ProviderPublicKey(key),
+        }))
+        .unwrap();
+        assert!(!config.test_faults);
+    }
 }

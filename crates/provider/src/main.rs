@@ -91,6 +91,10 @@ struct ServeArgs {
     /// Tests and one-machine demos only: tabs connect over loopback candidates.
     #[arg(long)]
     loopback_ice: bool,
+    /// Tests only: let the web app obey `?fault=` switches in its URL (faults
+    /// injected on purpose). Never use it in a real deployment.
+    #[arg(long)]
+    test_faults: bool,
 }
 
 #[derive(Subcommand)]
@@ -211,6 +215,7 @@ fn serve_command(root: PathBuf, args: ServeArgs) -> Result<()> {
             loopback_ice: args.loopback_ice,
             signal_path: telly_signalling::SIGNAL_PATH.into(),
         },
+        test_faults: args.test_faults,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {

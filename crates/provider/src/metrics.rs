@@ -1,4 +1,5 @@
-//! What the origin has sent, per title and per block, since the server started.
+//! What the origin has sent, per title and per block, since the server started,
+//! and what the tabs report having moved through the swarm.
 //!
 //! Blocks are requested by hash alone, so counting per title needs the map from
 //! block hash to title. It is held in memory and reloaded from the catalogue when
@@ -8,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 
-use telly_proto::api::{Metrics, TitleMetrics};
+use telly_proto::api::{Metrics, SwarmReport, TitleMetrics};
 use telly_proto::{Sha256Hash, TitleId};
 
 #[derive(Debug, Default)]
@@ -16,13 +17,37 @@ pub struct OriginMetrics {
     counters: Mutex<Metrics>,
 }
 
+// Every counter saturates: a long-running server (or a stream of hostile reports)
+// must not panic in debug builds or wrap to small numbers in release builds.
 impl OriginMetrics {
     pub fn record(&self, title: &str, block: &Sha256Hash, bytes: u64) {
+        self.update(title, |entry| {
+            entry.origin_bytes = entry.origin_bytes.saturating_add(bytes);
+            entry.origin_blocks = entry.origin_blocks.saturating_add(1);
+            let fetches = entry.block_fetches.entry(block.to_hex()).or_default();
+            *fetches = fetches.saturating_add(1);
+        });
+    }
+
+    /// Adds one tab's report (already checked by the caller) to the title's sums.
+    pub fn record_report(&self, title: &str, report: &SwarmReport) {
+        self.update(title, |entry| {
+            entry.peer_bytes_reported = entry
+                .peer_bytes_reported
+                .saturating_add(report.bytes_from_peers);
+            entry.origin_bytes_reported = entry
+                .origin_bytes_reported
+                .saturating_add(report.bytes_from_origin);
+            entry.uploaded_bytes_reported = entry
+                .uploaded_bytes_reported
+                .saturating_add(report.bytes_uploaded);
+            entry.reports = entry.reports.saturating_add(1);
+        });
+    }
+
+    fn update(&self, title: &str, change: impl FnOnce(&mut TitleMetrics)) {
         let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        let entry: &mut TitleMetrics = counters.titles.entry(title.to_owned()).or_default();
-        entry.origin_bytes += bytes;
-        entry.origin_blocks += 1;
-        *entry.block_fetches.entry(block.to_hex()).or_default() += 1;
+        change(counters.titles.entry(title.to_owned()).or_default());
     }
 
     pub fn snapshot(&self) -> Metrics {
@@ -90,6 +115,34 @@ mod tests {
         assert_eq!((t1.origin_bytes, t1.origin_blocks), (207, 3));
         assert_eq!(t1.block_fetches[&a.to_hex()], 2);
         assert_eq!(snap.titles["t2"].origin_blocks, 1);
+    }
+
+    #[test]
+    fn reports_add_up_per_title_and_saturate() {
+        let m = OriginMetrics::default();
+        let report = SwarmReport {
+            bytes_from_peers: 10,
+            bytes_from_origin: 20,
+            bytes_uploaded: 30,
+        };
+        m.record_report("t1", &report);
+        m.record_report("t1", &report);
+        let t1 = &m.snapshot().titles["t1"];
+        assert_eq!(
+            (
+                t1.peer_bytes_reported,
+                t1.origin_bytes_reported,
+                t1.uploaded_bytes_reported,
+                t1.reports
+            ),
+            (20, 40, 60, 2)
+        );
+        // Reports do not touch what the origin itself counted.
+        assert_eq!((t1.origin_bytes, t1.origin_blocks), (0, 0));
+
+        m.update("t2", |entry| entry.peer_bytes_reported = u64::MAX - 5);
+        m.record_report("t2", &report);
+        assert_eq!(m.snapshot().titles["t2"].peer_bytes_reported, u64::MAX);
     }
 
     #[test]

@@ -473,6 +473,7 @@ fn serve_publishes_over_http_and_stops_on_sigterm() {
             .json()
             .await
             .unwrap();
+        assert!(!config.test_faults, "test faults are off unless asked for");
         let signed_in = client
             .post(format!("{base}/api/session"))
             .json(&serde_json::json!({"name": "ada", "password": "pw"}))
@@ -538,4 +539,51 @@ fn serve_publishes_over_http_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "a graceful stop exits 0, got {status}");
+}
+
+#[test]
+fn serve_test_faults_turns_on_the_pages_fault_switches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let help = run(telly(&tmp.path().join("data")).args(["serve", "--help"]));
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    assert!(
+        help.contains("--test-faults") && help.contains("Tests only"),
+        "{help}"
+    );
+
+    let child = telly(&tmp.path().join("data"))
+        .args([
+            "serve",
+            "--test-faults",
+            "--listen",
+            "127.0.0.1:0",
+            "--web-dir",
+        ])
+        .arg(tmp.path().join("no-web-app"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
+    let mut first_line = String::new();
+    BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut first_line)
+        .unwrap();
+    let base = first_line
+        .trim()
+        .strip_prefix("serving ")
+        .unwrap_or_else(|| panic!("unexpected first line {first_line:?}"))
+        .trim_end_matches('/')
+        .to_owned();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config: telly_proto::api::ClientConfig = runtime.block_on(async {
+        reqwest::get(format!("{base}/api/config"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert!(config.test_faults);
+    // Dropping `server` stops it.
 }

@@ -1,7 +1,7 @@
 //! What a host may change while the engine runs: whether it downloads, its
 //! upload cap, the grant it presents, and a peer whose bytes could not be read.
 
-use telly_proto::wire::GoodbyeReason;
+use telly_proto::wire::{BlockId, GoodbyeReason};
 
 use crate::engine::Engine;
 use crate::peer::PeerId;
@@ -35,5 +35,14 @@ impl<T: Trust> Engine<T> {
     /// peer is dropped and banned like one that broke the protocol in a message.
     pub fn handle_undecodable(&mut self, peer: PeerId) {
         self.drop_peer(peer, GoodbyeReason::ProtocolViolation);
+    }
+}
+
+impl<T: Trust> Engine<T> {
+    /// The chunks of a held block still kept in memory, if it is.
+    pub fn resident_chunks(&self, block: BlockId) -> Option<&[T::Chunk]> {
+        self.resident
+            .get(&block)
+            .map(|(_, chunks, _)| chunks.as_slice())
     }
 }

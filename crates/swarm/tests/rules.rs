@@ -166,7 +166,11 @@ fn a_sharing_only_engine_serves_what_it_holds_and_fetches_nothing() {
     net.play(viewer, 0, PlayState::Playing);
     net.run_for(20_000);
     assert_eq!(net.delivered(sharer), Vec::<BlockId>::new());
-    assert_eq!(net.nodes[sharer].origin_log.len(), 0, "a sharer fetches nothing");
+    assert_eq!(
+        net.nodes[sharer].origin_log.len(),
+        0,
+        "a sharer fetches nothing"
+    );
     assert_eq!(net.delivered(viewer), net.all_blocks());
     let served = net.nodes[sharer].engine.stats(net.now).bytes_uploaded;
     assert_eq!(served, net.title.layout.info(BlockId(1)).entry.size);

@@ -5,7 +5,8 @@
 use gloo_net::http::{Request, Response};
 use js_sys::{ArrayBuffer, Uint8Array};
 use serde::de::DeserializeOwned;
-use telly_proto::api::{ClientConfig, SessionInfo, SignIn};
+use telly_proto::api::{ClientConfig, GrantRequest, GrantResponse, SessionInfo, SignIn};
+use telly_proto::signal::PeerId;
 use telly_proto::{Licence, Sha256Hash, SignedManifest, TitleSummary};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -186,6 +187,62 @@ impl Api {
             .map_err(|e| ApiError::Network(e.to_string()))?;
         let response = Self::check(response).await?;
         read_bytes(response, limit).await
+    }
+
+    /// Bytes `start..end` of a sealed block (an HTTP range), for chunks the
+    /// swarm engine wants from the origin. `reload` as for [`Api::block`].
+    pub async fn block_range(
+        &self,
+        sha: &Sha256Hash,
+        start: u64,
+        end: u64,
+        reload: bool,
+    ) -> Result<Uint8Array, ApiError> {
+        let cache = if reload {
+            web_sys::RequestCache::Reload
+        } else {
+            web_sys::RequestCache::Default
+        };
+        let response = Request::get(&self.url(&format!("/blocks/{}", sha.to_hex())))
+            .header("Range", &format!("bytes={start}-{}", end.saturating_sub(1)))
+            .cache(cache)
+            .send()
+            .await
+            .map_err(|e| ApiError::Network(e.to_string()))?;
+        let response = Self::check(response).await?;
+        let wanted = end.saturating_sub(start);
+        let bytes = read_bytes(response, wanted.max(1)).await?;
+        if u64::from(bytes.length()) != wanted {
+            return Err(ApiError::Decode(format!(
+                "asked for {wanted} bytes of block {sha}, got {}",
+                bytes.length()
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// A grant to join the title's swarm as `peer_id` (signalling and peers).
+    pub async fn grant(&self, id: &str, peer_id: &PeerId) -> Result<GrantResponse, ApiError> {
+        let body = GrantRequest {
+            peer_id: peer_id.clone(),
+        };
+        self.post_json(&format!("/api/titles/{}/grant", segment(id)), &body)
+            .await
+    }
+
+    /// Tells the provider what this tab moved for a title since its last report.
+    pub async fn report(
+        &self,
+        id: &str,
+        report: &telly_proto::api::SwarmReport,
+    ) -> Result<(), ApiError> {
+        let response = Request::post(&self.url(&format!("/api/titles/{}/report", segment(id))))
+            .json(report)
+            .map_err(|e| ApiError::Decode(e.to_string()))?
+            .send()
+            .await
+            .map_err(|e| ApiError::Network(e.to_string()))?;
+        Self::check(response).await.map(|_| ())
     }
 
     pub fn poster_url(&self, summary: &TitleSummary) -> String {

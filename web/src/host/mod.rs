@@ -8,3 +8,4 @@ pub mod player;
 pub mod rtc;
 pub mod source;
 pub mod store;
+pub mod swarm;

@@ -342,13 +342,20 @@ impl PeerLink {
     }
 }
 
-impl Drop for PeerLink {
-    fn drop(&mut self) {
+impl PeerLink {
+    /// Closes the channel and the connection; no event follows.
+    pub fn close(&self) {
         self.closed.set(true);
         if let Some(channel) = self.channel.borrow_mut().take() {
             channel.close();
         }
         self.pc.close();
+    }
+}
+
+impl Drop for PeerLink {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

@@ -29,6 +29,13 @@ pub trait BlockSource {
     /// A short name for statistics and messages ("origin", "swarm").
     fn name(&self) -> &'static str;
 
+    /// True when the source keeps what it delivers in the tab's block store
+    /// itself (the swarm does, as soon as a block is verified), so the player
+    /// need not write it again.
+    fn keeps_blocks(&self) -> bool {
+        false
+    }
+
     /// The sealed bytes of the block `sha`, whose manifest size is `size`.
     fn fetch(
         &self,

@@ -8,6 +8,7 @@ mod icons;
 mod layout;
 mod player_page;
 mod signin;
+mod stats_panel;
 mod title;
 
 use leptos::prelude::*;
@@ -18,6 +19,9 @@ pub use format::{format_clock, format_runtime};
 
 #[component]
 pub fn App() -> impl IntoView {
+    // The tab shares what it holds from the moment it opens, not only while
+    // a player is on screen.
+    crate::host::swarm::SwarmHub::for_this_tab();
     view! {
         <Router>
             <Routes fallback=|| view! { <layout::NotFound/> }>

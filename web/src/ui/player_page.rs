@@ -8,8 +8,12 @@ use leptos_router::hooks::use_params_map;
 
 use super::controls::{Controls, MediaState, toggle_play};
 use super::icons;
+use super::stats_panel::StatsPanel;
 use crate::host::events::Listener;
-use crate::host::player::{Phase, Player, PlayerOptions, PlayerSnapshot};
+use std::rc::Rc;
+
+use crate::host::player::{Phase, Player, PlayerOptions, PlayerSnapshot, SwarmWatch};
+use crate::host::swarm::{SwarmHub, SwarmSnapshot};
 
 #[component]
 pub fn PlayerPage() -> impl IntoView {
@@ -26,6 +30,17 @@ fn PlayerView(id: String) -> impl IntoView {
     let video_ref = NodeRef::<Video>::new();
     let shell_ref = NodeRef::<Div>::new();
     let (snapshot, set_snapshot) = signal(PlayerSnapshot::default());
+    let (swarm, set_swarm) = signal(None::<SwarmSnapshot>);
+    let hub = SwarmHub::for_this_tab();
+    let upload_cap = RwSignal::new(hub.upload_cap());
+    // The viewer's choice goes to the hub (and is remembered) as it changes.
+    Effect::new(move |previous: Option<u64>| {
+        let cap = upload_cap.get();
+        if previous.is_some_and(|p| p != cap) {
+            hub.set_upload_cap(cap);
+        }
+        cap
+    });
     let media = MediaState::new();
     let player = StoredValue::new_local(None::<Player>);
     let fullscreen_listener = StoredValue::new_local(None::<Listener>);
@@ -38,14 +53,17 @@ fn PlayerView(id: String) -> impl IntoView {
         if player.with_value(|p| p.is_some()) {
             return;
         }
-        let started = Player::start(
-            video.clone(),
-            PlayerOptions::new(player_id.clone()),
-            move |s| {
-                // The page may be gone by the time the loop's last snapshot arrives.
-                set_snapshot.try_set(s.clone());
-            },
-        );
+        let mut options = PlayerOptions::new(player_id.clone());
+        options.swarm = Some(SwarmWatch {
+            hub: SwarmHub::for_this_tab(),
+            on_snapshot: Rc::new(move |s: &SwarmSnapshot| {
+                set_swarm.try_set(Some(s.clone()));
+            }),
+        });
+        let started = Player::start(video.clone(), options, move |s| {
+            // The page may be gone by the time the loop's last snapshot arrives.
+            set_snapshot.try_set(s.clone());
+        });
         player.set_value(Some(started));
         if let Some(document) = web_sys::window().and_then(|w| w.document()) {
             let listener = Listener::new(document.as_ref(), "fullscreenchange", move |_| {
@@ -126,6 +144,7 @@ fn PlayerView(id: String) -> impl IntoView {
                 </div>
             </Show>
             <Controls video=video_ref shell=shell_ref media=media snapshot=snapshot/>
+            <StatsPanel swarm=Signal::from(swarm) upload_cap=upload_cap/>
         </div>
     }
 }

@@ -1,4 +1,5 @@
-//! The JSON API: configuration, sessions, the catalogue, manifests and licences.
+//! The JSON API: configuration, sessions, the catalogue, manifests, licences,
+//! swarm grants and the tabs' swarm reports.
 
 use std::sync::Arc;
 
@@ -6,7 +7,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use telly_proto::api::{ClientConfig, GrantRequest, GrantResponse, SessionInfo, SignIn};
+use telly_proto::api::{
+    ClientConfig, GrantRequest, GrantResponse, SessionInfo, SignIn, SwarmReport,
+};
 use telly_proto::{
     ClearKeyRequest, ClearKeyResponse, Grant, Licence, Sha256Hash, SignedGrant, SignedManifest,
     TitleSummary,
@@ -24,6 +27,7 @@ pub async fn config(State(state): State<Arc<AppState>>) -> Json<ClientConfig> {
         provider_name: state.provider_name.clone(),
         provider_key: state.public_key,
         network: state.network.clone(),
+        test_faults: state.test_faults,
     })
 }
 
@@ -214,6 +218,42 @@ pub async fn grant(
         grant,
         expires_at,
     }))
+}
+
+/// Adds what a tab moved for this title since its last report to the title's
+/// counters in `GET /api/metrics`. Only signed-in viewers may report, so a
+/// stranger cannot skew them; values no tab could reach are refused outright
+/// rather than clamped, so a buggy client shows up as errors, not odd numbers.
+pub async fn report(
+    State(state): State<Arc<AppState>>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    JsonBody(report): JsonBody<SwarmReport>,
+) -> Result<StatusCode, ApiFailure> {
+    if let Some((field, value)) = report.oversized_field() {
+        return Err(ApiFailure::bad_request(format!(
+            "{field} is {value} bytes; one report may claim at most {} bytes (4 GiB) per field",
+            SwarmReport::MAX_BYTES
+        )));
+    }
+    catalogue::validate_id(&id).map_err(|_| no_title(&id))?;
+    let lookup = id.clone();
+    if !state
+        .with_db(move |conn| catalogue::exists(conn, &lookup))
+        .await?
+    {
+        return Err(no_title(&id));
+    }
+    state.metrics.record_report(&id, &report);
+    tracing::debug!(
+        viewer = %viewer.name,
+        title = %id,
+        from_peers = report.bytes_from_peers,
+        from_origin = report.bytes_from_origin,
+        uploaded = report.bytes_uploaded,
+        "swarm report"
+    );
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn no_such_route() -> ApiFailure {

@@ -65,6 +65,9 @@ pub struct ServerConfig {
     pub provider_name: String,
     /// ICE servers and loopback-only mode, passed on to the web app.
     pub network: NetworkConfig,
+    /// Tests only: tell the web app it may honour `?fault=` switches
+    /// (`ClientConfig::test_faults`). Never set in a real deployment.
+    pub test_faults: bool,
 }
 
 /// Everything the handlers share.
@@ -80,6 +83,7 @@ pub struct AppState {
     /// Signalling and tracker, served at `/signal`.
     hub: Arc<Hub>,
     network: NetworkConfig,
+    test_faults: bool,
     provider_name: String,
     web_dir: PathBuf,
     metrics: OriginMetrics,
@@ -113,6 +117,7 @@ impl AppState {
             signing_key,
             hub,
             network: config.network.clone(),
+            test_faults: config.test_faults,
             provider_name: config.provider_name.clone(),
             web_dir: config.web_dir.clone(),
             metrics: OriginMetrics::default(),
@@ -120,6 +125,11 @@ impl AppState {
             password_checks: Semaphore::new(CONCURRENT_PASSWORD_CHECKS),
         });
         state.refresh_owners_blocking()?;
+        if state.test_faults {
+            tracing::warn!(
+                "test faults are on: the web app may obey ?fault= switches; never use this in a real deployment"
+            );
+        }
         if !state.web_dir.join("index.html").is_file() {
             tracing::warn!(web_dir = %state.web_dir.display(),
                 "no index.html in the web directory: the API works, the web app will not load (build it with trunk, or pass --web-dir)");
@@ -194,6 +204,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/titles/{id}/licence", post(api::licence))
         .route("/titles/{id}/clearkey", post(api::clear_key))
         .route("/titles/{id}/grant", post(api::grant))
+        .route("/titles/{id}/report", post(api::report))
         .route("/metrics", get(origin::metrics))
         .fallback(api::no_such_route)
         // Answers depend on the session; the poster sets its own policy.

@@ -17,6 +17,7 @@ use crate::accounts;
 use crate::blocks::BlockStore;
 use crate::catalogue::{self, LicenceWindow, NewTitle};
 
+mod report;
 mod swarm;
 
 struct Fixture {
@@ -68,6 +69,7 @@ fn fixture() -> Fixture {
         web_dir: web,
         provider_name: "Test TV".into(),
         network: NetworkConfig::default(),
+        test_faults: false,
     })
     .unwrap();
     Fixture {
@@ -234,6 +236,7 @@ async fn every_session_route_answers_401_without_a_valid_session() {
         (Method::POST, "/api/titles/older/licence"),
         (Method::POST, "/api/titles/older/clearkey"),
         (Method::POST, "/api/titles/older/grant"),
+        (Method::POST, "/api/titles/older/report"),
     ];
     let forged = format!("{SESSION_COOKIE}={}", "ab".repeat(32));
     for cookie in [None, Some("telly_session=garbage"), Some(forged.as_str())] {
@@ -579,6 +582,7 @@ async fn a_missing_web_app_is_explained_and_the_api_still_works() {
         web_dir: f._tmp.path().join("not-built"),
         provider_name: "Test TV".into(),
         network: NetworkConfig::default(),
+        test_faults: false,
     })
     .unwrap();
     let app = app(state);

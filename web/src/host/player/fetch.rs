@@ -167,7 +167,9 @@ impl Pipeline {
                     continue;
                 }
             }
-            if let Some(store) = &self.store {
+            if self.source.keeps_blocks() {
+                outcome.newly_stored = self.store.is_some();
+            } else if let Some(store) = &self.store {
                 match store.put(&entry.sha256, &sealed).await {
                     Ok(()) => outcome.newly_stored = true,
                     Err(e) => outcome.store_error = Some(e),

@@ -28,6 +28,7 @@ use crate::host::api::{Api, ApiError};
 use crate::host::crypto::BlockKey;
 use crate::host::source::{BlockSource, OriginSource};
 use crate::host::store::{BlockStore, DEFAULT_DB_NAME};
+use crate::host::swarm::{SwarmHub, SwarmSnapshot};
 
 /// Why a title cannot be played. The texts are what the viewer reads.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,8 +79,16 @@ pub struct PlayerOptions {
     pub api: Api,
     /// IndexedDB database for sealed blocks.
     pub store_name: String,
-    /// Where blocks come from; the origin when `None`.
+    /// Where blocks come from; the origin when `None` (and no swarm).
     pub source: Option<Rc<dyn BlockSource>>,
+    /// The tab's swarm: when set (and no `source`), blocks come through it.
+    pub swarm: Option<SwarmWatch>,
+}
+
+/// What the player needs to watch through the swarm.
+pub struct SwarmWatch {
+    pub hub: SwarmHub,
+    pub on_snapshot: Rc<dyn Fn(&SwarmSnapshot)>,
 }
 
 impl PlayerOptions {
@@ -89,6 +98,7 @@ impl PlayerOptions {
             api: Api::same_origin(),
             store_name: DEFAULT_DB_NAME.into(),
             source: None,
+            swarm: None,
         }
     }
 }
@@ -200,9 +210,18 @@ async fn setup(
         }),
         None => Vec::new(),
     };
-    let source: Rc<dyn BlockSource> = options
-        .source
-        .unwrap_or_else(|| Rc::new(OriginSource::new(api.clone())));
+    let manifest = Rc::new(manifest);
+    let source: Rc<dyn BlockSource> = match (options.source, options.swarm) {
+        (Some(source), _) => source,
+        (None, Some(watch)) => Rc::new(watch.hub.watch(
+            &signed,
+            Rc::clone(&manifest),
+            stored.clone(),
+            video.clone(),
+            watch.on_snapshot,
+        )),
+        (None, None) => Rc::new(OriginSource::new(api.clone())),
+    };
     let pipeline = Rc::new(Pipeline { store, source, key });
 
     let key_events = events.clone();
@@ -255,7 +274,7 @@ async fn setup(
     Ok(Engine::new(
         video.clone(),
         media,
-        Rc::new(manifest),
+        manifest,
         pipeline,
         buffers,
         stored.into_iter().collect(),

@@ -1,0 +1,885 @@
+//! The tab's swarm hub: one task that owns the signalling socket and every
+//! title's swarm (the one being watched and those only shared), and feeds them
+//! events in time order: signalling messages, link events, origin and store
+//! results, the player's wants, and the engines' timers.
+//!
+//! Invariants:
+//! - one signalling socket at a time; after it closes the hub reconnects with
+//!   a doubling back-off (1 s to 30 s) and re-joins every title;
+//! - after any event the touched engines are drained (`TitleSwarm::drain`),
+//!   and the loop sleeps until the earliest engine timeout or the next tick;
+//! - a peer's link is accepted into an engine only if the grant in its
+//!   handshake names the peer id signalling knows it by.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+use futures::future::{Either, select};
+use gloo_timers::future::TimeoutFuture;
+use telly_proto::api::{ClientConfig, GrantResponse, SwarmReport};
+use telly_proto::signal::{ClientMessage, PeerId as SignalPeer, SIGNAL_VERSION, ServerMessage};
+use telly_proto::wire::{self, Message};
+use telly_proto::{Grant, Manifest, Sha256Hash, SignedManifest};
+use telly_swarm::{BlockId, Config, Engine, Layout, Millis, PeerMessage, Signed};
+use web_sys::HtmlVideoElement;
+
+use super::faults::Faults;
+use super::signal::{SignalEvent, SignalSocket, same_origin_url};
+use super::snapshot::{SnapshotFn, SwarmSnapshot};
+use super::title::{Reply, TitleSwarm};
+use crate::host::api::Api;
+use crate::host::rtc::{LinkEvent, RtcOptions, unlock_loopback_candidates};
+use crate::host::store::BlockStore;
+
+const TICK_MS: f64 = 250.0;
+const SAMPLE_MS: f64 = 1_000.0;
+/// How often the tracker hears what we hold, and we ask for more peers.
+const ANNOUNCE_MS: f64 = 5_000.0;
+/// How often the provider hears what moved.
+const REPORT_MS: f64 = 10_000.0;
+const PING_MS: f64 = 15_000.0;
+/// No frame from signalling for this long: the socket is taken as dead.
+const SIGNAL_SILENCE_MS: f64 = 40_000.0;
+const MAX_BACKOFF_MS: f64 = 30_000.0;
+/// Links per title this tab aims for (dialled or accepted).
+const TARGET_PEERS: usize = 8;
+/// Renew a grant this long before it expires.
+const GRANT_RENEW_S: u64 = 120;
+
+/// What the whole tab shares: set once, read by every title.
+pub struct Shared {
+    pub api: Api,
+    pub store: Option<BlockStore>,
+    pub peer_id: SignalPeer,
+    pub rtc: RtcOptions,
+    pub faults: Faults,
+    pub signalling_open: Cell<bool>,
+    pub upload_cap: Cell<u64>,
+    pub titles_shared: Cell<usize>,
+    pub provider_key: telly_proto::ProviderPublicKey,
+}
+
+pub enum HubEvent {
+    Signal {
+        generation: u64,
+        event: SignalEvent,
+    },
+    Link {
+        swarm: Sha256Hash,
+        peer: SignalPeer,
+        engine_id: telly_swarm::PeerId,
+        event: LinkEvent,
+    },
+    /// An SDP step finished: `Ok(Some(sdp))` is ours to send (offer or answer).
+    Sdp {
+        swarm: Sha256Hash,
+        peer: SignalPeer,
+        engine_id: telly_swarm::PeerId,
+        offer: bool,
+        result: Result<Option<String>, String>,
+    },
+    Origin {
+        swarm: Sha256Hash,
+        block: BlockId,
+        first: u16,
+        result: Result<Vec<u8>, String>,
+    },
+    Loaded {
+        swarm: Sha256Hash,
+        block: BlockId,
+        bytes: Option<Vec<u8>>,
+    },
+    /// Our grant for signalling, and the one presented to peers (the same
+    /// unless a test fault says otherwise).
+    Granted {
+        swarm: Sha256Hash,
+        result: Result<(GrantResponse, telly_proto::SignedGrant), String>,
+    },
+    /// Start sharing (and, with a video, watching) a verified title.
+    Add {
+        signed: SignedManifest,
+        manifest: Rc<Manifest>,
+        held: Vec<Sha256Hash>,
+        video: Option<HtmlVideoElement>,
+        on_snapshot: Option<SnapshotFn>,
+    },
+    /// The player left the title: keep sharing it, stop fetching.
+    Unwatch {
+        swarm: Sha256Hash,
+    },
+    Want {
+        swarm: Sha256Hash,
+        sha: Sha256Hash,
+        reply: Reply,
+    },
+    SetUploadCap(u64),
+}
+
+pub struct Hub {
+    shared: Rc<Shared>,
+    events: mpsc::UnboundedSender<HubEvent>,
+    titles: HashMap<Sha256Hash, TitleSwarm>,
+    socket: Option<SignalSocket>,
+    generation: u64,
+    signal_url: Option<String>,
+    reconnect_at: f64,
+    backoff_ms: f64,
+    last_signal_frame: f64,
+    next_tick: f64,
+    next_sample: f64,
+    next_announce: f64,
+    next_report: f64,
+    next_ping: f64,
+    ping_nonce: u64,
+    /// Unix ms at `performance.now() == 0`.
+    unix_ms_at_zero: u64,
+}
+
+pub fn clock() -> Millis {
+    let now = web_sys::window()
+        .and_then(|w| w.performance())
+        .map(|p| p.now())
+        .unwrap_or(0.0);
+    Millis(now.max(0.0) as u64)
+}
+
+impl Hub {
+    pub fn new(
+        shared: Rc<Shared>,
+        config: &ClientConfig,
+        events: mpsc::UnboundedSender<HubEvent>,
+    ) -> Self {
+        let now = clock().0;
+        Self {
+            signal_url: same_origin_url(&config.network.signal_path),
+            shared,
+            events,
+            titles: HashMap::new(),
+            socket: None,
+            generation: 0,
+            reconnect_at: 0.0,
+            backoff_ms: 1_000.0,
+            last_signal_frame: 0.0,
+            next_tick: 0.0,
+            next_sample: 0.0,
+            next_announce: 0.0,
+            next_report: REPORT_MS,
+            next_ping: PING_MS,
+            ping_nonce: 0,
+            unix_ms_at_zero: (js_sys::Date::now() as u64).saturating_sub(now),
+        }
+    }
+
+    /// The hub's loop; ends when every sender is gone.
+    pub async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<HubEvent>) {
+        if self.shared.rtc.loopback_only
+            && let Err(e) = unlock_loopback_candidates().await
+        {
+            tracing::warn!(%e, "loopback candidates stay locked; peers may not connect");
+        }
+        loop {
+            let now = clock();
+            let wait = self.next_wake(now).saturating_sub(now.0).clamp(2, 1_000);
+            let event = match select(inbox.next(), TimeoutFuture::new(wait as u32)).await {
+                Either::Left((Some(event), _)) => Some(event),
+                Either::Left((None, _)) => break,
+                Either::Right(_) => None,
+            };
+            let now = clock();
+            if let Some(event) = event {
+                self.handle(event, now);
+            }
+            self.on_time(now);
+            self.drain_all(now);
+        }
+        for (_, title) in self.titles.drain() {
+            drop(title);
+        }
+    }
+
+    fn next_wake(&mut self, now: Millis) -> u64 {
+        let mut at = self.next_tick as u64;
+        for title in self.titles.values_mut() {
+            if let Some(t) = title.engine.poll_timeout() {
+                at = at.min(t.0);
+            }
+        }
+        at.max(now.0)
+    }
+
+    fn drain_all(&mut self, now: Millis) {
+        for title in self.titles.values_mut() {
+            title.drain(&self.shared, &self.events, now);
+        }
+    }
+
+    fn on_time(&mut self, now: Millis) {
+        for title in self.titles.values_mut() {
+            if title.engine.poll_timeout().is_some_and(|t| t <= now) {
+                title.engine.handle_timeout(now);
+            }
+        }
+        let ms = now.0 as f64;
+        if ms < self.next_tick {
+            return;
+        }
+        self.next_tick = ms + TICK_MS;
+        for title in self.titles.values_mut() {
+            title.update_playhead(now);
+        }
+        self.keep_signalling(ms);
+        if ms >= self.next_sample {
+            self.next_sample = ms + SAMPLE_MS;
+            self.sample(now);
+        }
+        if ms >= self.next_announce {
+            self.next_announce = ms + ANNOUNCE_MS;
+            self.announce();
+            self.renew_grants();
+        }
+        if ms >= self.next_report {
+            self.next_report = ms + REPORT_MS;
+            self.report(now);
+        }
+    }
+
+    fn sample(&mut self, now: Millis) {
+        self.shared.titles_shared.set(self.titles.len());
+        for title in self.titles.values_mut() {
+            let snapshot = title.sample(&self.shared, now);
+            if let Some(callback) = &title.on_snapshot {
+                callback(&snapshot);
+                publish_debug(&snapshot);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------- signalling
+
+    fn keep_signalling(&mut self, ms: f64) {
+        let open = self.socket.as_ref().is_some_and(|s| s.is_open());
+        self.shared.signalling_open.set(open);
+        if self.socket.is_some() {
+            if open && ms - self.last_signal_frame > SIGNAL_SILENCE_MS {
+                tracing::warn!("signalling went silent; reconnecting");
+                self.lose_socket(ms);
+            } else if open && ms >= self.next_ping {
+                self.next_ping = ms + PING_MS;
+                self.ping_nonce += 1;
+                self.signal(&ClientMessage::Ping {
+                    nonce: self.ping_nonce,
+                });
+            }
+            return;
+        }
+        if self.titles.is_empty() || ms < self.reconnect_at {
+            return;
+        }
+        let Some(url) = self.signal_url.clone() else {
+            return;
+        };
+        self.generation += 1;
+        let generation = self.generation;
+        let (tx, mut rx) = mpsc::unbounded();
+        let hub = self.events.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            while let Some(event) = rx.next().await {
+                if hub
+                    .unbounded_send(HubEvent::Signal { generation, event })
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        match SignalSocket::connect(&url, tx) {
+            Ok(socket) => {
+                self.socket = Some(socket);
+                self.last_signal_frame = ms;
+            }
+            Err(e) => {
+                tracing::warn!(%e, "no signalling socket");
+                self.lose_socket(ms);
+            }
+        }
+    }
+
+    fn lose_socket(&mut self, ms: f64) {
+        self.socket = None;
+        self.shared.signalling_open.set(false);
+        self.reconnect_at = ms + self.backoff_ms;
+        self.backoff_ms = (self.backoff_ms * 2.0).min(MAX_BACKOFF_MS);
+        for title in self.titles.values_mut() {
+            title.joined = false;
+        }
+    }
+
+    fn signal(&self, message: &ClientMessage) -> bool {
+        self.socket.as_ref().is_some_and(|s| s.send(message))
+    }
+
+    fn join(&self, title: &TitleSwarm, grant: &GrantResponse) {
+        let grant = if self.shared.faults.no_grant {
+            None
+        } else {
+            Some(grant.grant.clone())
+        };
+        self.signal(&ClientMessage::Join {
+            version: SIGNAL_VERSION,
+            swarm_id: title.swarm_id,
+            peer_id: self.shared.peer_id.clone(),
+            grant,
+            have: title.have_summary(),
+        });
+    }
+
+    fn on_signal(&mut self, event: SignalEvent, now: Millis) {
+        let ms = now.0 as f64;
+        self.last_signal_frame = ms;
+        match event {
+            SignalEvent::Open => {
+                self.backoff_ms = 1_000.0;
+                self.shared.signalling_open.set(true);
+                let swarms: Vec<Sha256Hash> = self.titles.keys().copied().collect();
+                for swarm in swarms {
+                    self.request_grant(swarm);
+                }
+            }
+            SignalEvent::Closed(why) => {
+                tracing::info!(%why, "signalling closed");
+                self.lose_socket(ms);
+            }
+            SignalEvent::Unreadable(why) => tracing::warn!(%why, "unreadable signalling frame"),
+            SignalEvent::Message(message) => self.on_server_message(message, now),
+        }
+    }
+
+    fn on_server_message(&mut self, message: ServerMessage, now: Millis) {
+        match message {
+            ServerMessage::Welcome { .. } | ServerMessage::Pong { .. } => {}
+            ServerMessage::Joined { swarm_id, peers }
+            | ServerMessage::Peers { swarm_id, peers } => {
+                if let Some(title) = self.titles.get_mut(&swarm_id) {
+                    title.joined = true;
+                    title.refused = None;
+                }
+                for peer in peers {
+                    self.dial(swarm_id, peer.peer_id);
+                }
+            }
+            ServerMessage::Refused {
+                swarm_id,
+                reason,
+                detail,
+            } => {
+                tracing::warn!(?reason, %detail, "signalling refused our join");
+                if let Some(title) = self.titles.get_mut(&swarm_id) {
+                    title.joined = false;
+                    title.refused = Some(format!("{reason:?}: {detail}"));
+                }
+            }
+            ServerMessage::Removed { swarm_id, reason } => {
+                tracing::info!(?reason, "removed from a swarm; joining again");
+                if let Some(title) = self.titles.get_mut(&swarm_id) {
+                    title.joined = false;
+                }
+                self.request_grant(swarm_id);
+            }
+            ServerMessage::PeerLeft { swarm_id, peer_id } => {
+                if let Some(title) = self.titles.get_mut(&swarm_id) {
+                    title.drop_link(&peer_id, now);
+                }
+            }
+            ServerMessage::Offer {
+                swarm_id,
+                from,
+                sdp,
+            } => self.on_offer(swarm_id, from, sdp, now),
+            ServerMessage::Answer {
+                swarm_id,
+                from,
+                sdp,
+            } => {
+                let Some(title) = self.titles.get_mut(&swarm_id) else {
+                    return;
+                };
+                let Some(link) = title.links.by_peer.get(&from) else {
+                    return;
+                };
+                if !link.dialled || link.remote_set {
+                    return;
+                }
+                let (pc, engine_id) = (Rc::clone(&link.link), link.engine_id);
+                let hub = self.events.clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    let result = pc.accept_answer(&sdp).await.map(|()| None);
+                    let _ = hub.unbounded_send(HubEvent::Sdp {
+                        swarm: swarm_id,
+                        peer: from,
+                        engine_id,
+                        offer: false,
+                        result: result.map_err(|e| e.to_string()),
+                    });
+                });
+            }
+            ServerMessage::Candidate {
+                swarm_id,
+                from,
+                candidate,
+            } => {
+                if let Some(title) = self.titles.get_mut(&swarm_id) {
+                    title.links.add_remote_candidate(&from, candidate);
+                }
+            }
+            ServerMessage::Error { code, detail } => {
+                tracing::warn!(?code, %detail, "signalling error");
+            }
+        }
+    }
+
+    fn dial(&mut self, swarm: Sha256Hash, peer: SignalPeer) {
+        if peer == self.shared.peer_id {
+            return;
+        }
+        let Some(title) = self.titles.get_mut(&swarm) else {
+            return;
+        };
+        if title.links.by_peer.contains_key(&peer) || title.links.by_peer.len() >= TARGET_PEERS * 2
+        {
+            return;
+        }
+        let link = match title
+            .links
+            .create(swarm, &peer, &self.shared.rtc, &self.events, true)
+        {
+            Ok(link) => link,
+            Err(e) => return tracing::warn!(%e, "no peer connection"),
+        };
+        let engine_id = title.links.by_peer[&peer].engine_id;
+        let hub = self.events.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let result = link.create_offer().await.map(Some);
+            let _ = hub.unbounded_send(HubEvent::Sdp {
+                swarm,
+                peer,
+                engine_id,
+                offer: true,
+                result: result.map_err(|e| e.to_string()),
+            });
+        });
+    }
+
+    fn on_offer(&mut self, swarm: Sha256Hash, from: SignalPeer, sdp: String, now: Millis) {
+        let Some(title) = self.titles.get_mut(&swarm) else {
+            return;
+        };
+        if let Some(existing) = title.links.by_peer.get(&from) {
+            // Glare (both dialled): the smaller peer id's offer wins.
+            let ours_wins = existing.dialled && !existing.remote_set && self.shared.peer_id < from;
+            if ours_wins || existing.open {
+                return;
+            }
+            title.drop_link(&from, now);
+        }
+        if title.links.by_peer.len() >= TARGET_PEERS * 2 {
+            return;
+        }
+        let link = match title
+            .links
+            .create(swarm, &from, &self.shared.rtc, &self.events, false)
+        {
+            Ok(link) => link,
+            Err(e) => return tracing::warn!(%e, "no peer connection"),
+        };
+        let engine_id = title.links.by_peer[&from].engine_id;
+        let hub = self.events.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let result = link.accept_offer(&sdp).await.map(Some);
+            let _ = hub.unbounded_send(HubEvent::Sdp {
+                swarm,
+                peer: from,
+                engine_id,
+                offer: false,
+                result: result.map_err(|e| e.to_string()),
+            });
+        });
+    }
+
+    fn on_sdp(
+        &mut self,
+        swarm: Sha256Hash,
+        peer: SignalPeer,
+        engine_id: telly_swarm::PeerId,
+        offer: bool,
+        result: Result<Option<String>, String>,
+        now: Millis,
+    ) {
+        let Some(title) = self.titles.get_mut(&swarm) else {
+            return;
+        };
+        if title.links.current(&peer, engine_id).is_none() {
+            return;
+        }
+        match result {
+            Err(e) => {
+                tracing::warn!(%e, "an SDP step failed; dropping the link");
+                title.drop_link(&peer, now);
+            }
+            // Our offer: the remote description comes with the answer.
+            Ok(Some(sdp)) if offer => {
+                self.signal(&ClientMessage::Offer {
+                    swarm_id: swarm,
+                    to: peer,
+                    sdp,
+                });
+            }
+            // Our answer: the offer (remote) is set.
+            Ok(Some(sdp)) => {
+                title.links.remote_description_set(&peer, engine_id);
+                self.signal(&ClientMessage::Answer {
+                    swarm_id: swarm,
+                    to: peer,
+                    sdp,
+                });
+            }
+            // Their answer is set.
+            Ok(None) => title.links.remote_description_set(&peer, engine_id),
+        }
+    }
+
+    // ------------------------------------------------------------------ links
+
+    fn on_link(
+        &mut self,
+        swarm: Sha256Hash,
+        peer: SignalPeer,
+        engine_id: telly_swarm::PeerId,
+        event: LinkEvent,
+        now: Millis,
+    ) {
+        let Some(title) = self.titles.get_mut(&swarm) else {
+            return;
+        };
+        let Some(link) = title.links.current(&peer, engine_id) else {
+            return;
+        };
+        match event {
+            LinkEvent::LocalCandidate(candidate) => {
+                let candidate = candidate.unwrap_or(telly_proto::signal::IceCandidate {
+                    candidate: String::new(),
+                    sdp_mid: None,
+                    sdp_m_line_index: None,
+                });
+                self.signal(&ClientMessage::Candidate {
+                    swarm_id: swarm,
+                    to: peer,
+                    candidate,
+                });
+            }
+            LinkEvent::Open => {
+                link.open = true;
+                title.engine.handle_peer_connected(engine_id, now);
+                title.links.flush(&peer);
+            }
+            LinkEvent::Writable => title.links.flush(&peer),
+            LinkEvent::Closed(why) => {
+                tracing::info!(%why, "a peer link closed");
+                title.drop_link(&peer, now);
+            }
+            LinkEvent::Message(bytes) => match wire::decode(&bytes) {
+                Ok(Message::Handshake(handshake)) if !grant_names(&handshake.grant, &peer) => {
+                    tracing::warn!(?peer, "a peer presented someone else's grant");
+                    title.engine.handle_undecodable(engine_id);
+                }
+                Ok(message) => {
+                    let msg = PeerMessage::<Signed>::from_wire(message);
+                    title.engine.handle_message(engine_id, msg, now);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, ?peer, "an unreadable frame from a peer");
+                    title.engine.handle_undecodable(engine_id);
+                }
+            },
+        }
+    }
+
+    // ----------------------------------------------------------------- titles
+
+    fn add(
+        &mut self,
+        signed: SignedManifest,
+        manifest: Rc<Manifest>,
+        held: Vec<Sha256Hash>,
+        video: Option<HtmlVideoElement>,
+        on_snapshot: Option<SnapshotFn>,
+        now: Millis,
+    ) {
+        let swarm = signed.swarm_id();
+        if !self.titles.contains_key(&swarm) {
+            let layout = match Layout::new(&manifest) {
+                Ok(layout) => std::sync::Arc::new(layout),
+                Err(e) => return tracing::warn!(%e, "a title the swarm cannot carry"),
+            };
+            let trust = Signed {
+                provider_key: self.shared.provider_key,
+                swarm_id: swarm,
+            };
+            let config = Config {
+                seed: js_sys::Math::random().to_bits(),
+                unix_ms_at_zero: self.unix_ms_at_zero,
+                upload_cap: self.shared.upload_cap.get(),
+                per_peer_upload_cap: self.shared.upload_cap.get(),
+                download: video.is_some(),
+                ..Config::default()
+            };
+            // The grant arrives later; until then no link is made, so the
+            // placeholder is never presented.
+            let placeholder = telly_proto::SignedGrant {
+                body: String::new(),
+                signature: telly_proto::signing::SignatureHex(String::new()),
+            };
+            let engine = Engine::new(config, layout, trust, placeholder, swarm);
+            let title = TitleSwarm::new(manifest.title_id.clone(), swarm, manifest, engine);
+            self.titles.insert(swarm, title);
+            self.request_grant(swarm);
+            self.spread_upload_cap();
+        }
+        let Some(title) = self.titles.get_mut(&swarm) else {
+            return;
+        };
+        for sha in held {
+            if let Some(&block) = title.by_sha.get(&sha) {
+                title.engine.handle_held_block(block);
+            }
+        }
+        if video.is_some() {
+            title.video = video;
+            title.on_snapshot = on_snapshot;
+            title.engine.set_downloading(true);
+            title.update_playhead(now);
+        }
+    }
+
+    fn request_grant(&self, swarm: Sha256Hash) {
+        let Some(title) = self.titles.get(&swarm) else {
+            return;
+        };
+        let faults = &self.shared.faults;
+        let own = title.title_id.clone();
+        let for_signalling = faults.grant_of.clone().unwrap_or_else(|| own.clone());
+        let for_peers = faults
+            .peer_grant_of
+            .clone()
+            .unwrap_or_else(|| for_signalling.clone());
+        let forge = faults.forged_grant;
+        let api = self.shared.api.clone();
+        let peer_id = self.shared.peer_id.clone();
+        let hub = self.events.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let result = async {
+                let grant = api.grant(&for_signalling, &peer_id).await?;
+                let mut presented = if for_peers == for_signalling {
+                    grant.grant.clone()
+                } else {
+                    api.grant(&for_peers, &peer_id).await?.grant
+                };
+                if forge {
+                    // Test peer only: the body no longer matches its signature.
+                    presented.body.push(' ');
+                }
+                Ok::<_, crate::host::api::ApiError>((grant, presented))
+            }
+            .await
+            .map_err(|e| e.to_string());
+            let _ = hub.unbounded_send(HubEvent::Granted { swarm, result });
+        });
+    }
+
+    fn on_granted(
+        &mut self,
+        swarm: Sha256Hash,
+        result: Result<(GrantResponse, telly_proto::SignedGrant), String>,
+    ) {
+        let Some(title) = self.titles.get_mut(&swarm) else {
+            return;
+        };
+        let (grant, presented) = match result {
+            Ok(grants) => grants,
+            Err(why) => {
+                tracing::warn!(%why, "no grant for a title; not sharing it");
+                title.refused = Some(format!("no grant: {why}"));
+                return;
+            }
+        };
+        title.grant_expires_at = grant.expires_at;
+        title.engine.set_grant(presented);
+        let title = &self.titles[&swarm];
+        self.join(title, &grant);
+    }
+
+    fn renew_grants(&mut self) {
+        let now_unix = js_sys::Date::now() as u64 / 1000;
+        let due: Vec<Sha256Hash> = self
+            .titles
+            .values()
+            .filter(|t| t.grant_expires_at > 0 && now_unix + GRANT_RENEW_S >= t.grant_expires_at)
+            .map(|t| t.swarm_id)
+            .collect();
+        for swarm in due {
+            if let Some(title) = self.titles.get_mut(&swarm) {
+                title.grant_expires_at = 0;
+            }
+            self.request_grant(swarm);
+        }
+    }
+
+    /// The viewer's cap is for the whole tab: split among the titles shared.
+    fn spread_upload_cap(&mut self) {
+        let share = self.shared.upload_cap.get() / self.titles.len().max(1) as u64;
+        for title in self.titles.values_mut() {
+            title.engine.set_upload_cap(share);
+        }
+    }
+
+    fn announce(&mut self) {
+        let mut messages = Vec::new();
+        for title in self.titles.values() {
+            if !title.joined {
+                continue;
+            }
+            messages.push(ClientMessage::Have {
+                swarm_id: title.swarm_id,
+                have: title.have_summary(),
+            });
+            if title.links.by_peer.len() < TARGET_PEERS && !title.engine.layout().is_empty() {
+                let exclude = title.links.by_peer.keys().take(64).cloned().collect();
+                messages.push(ClientMessage::FindPeers {
+                    swarm_id: title.swarm_id,
+                    exclude,
+                });
+            }
+        }
+        for message in messages {
+            self.signal(&message);
+        }
+    }
+
+    fn report(&mut self, now: Millis) {
+        for title in self.titles.values_mut() {
+            let stats = title.engine.stats(now);
+            let report = SwarmReport {
+                bytes_from_peers: stats.bytes_from_peers - title.reported.from_peers,
+                bytes_from_origin: stats.bytes_from_origin - title.reported.from_origin,
+                bytes_uploaded: stats.bytes_uploaded - title.reported.uploaded,
+            };
+            if report.bytes_from_peers + report.bytes_from_origin + report.bytes_uploaded == 0 {
+                continue;
+            }
+            title.reported.from_peers = stats.bytes_from_peers;
+            title.reported.from_origin = stats.bytes_from_origin;
+            title.reported.uploaded = stats.bytes_uploaded;
+            let api = self.shared.api.clone();
+            let id = title.title_id.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Err(e) = api.report(&id, &report).await {
+                    tracing::debug!(%e, "a swarm report was not taken");
+                }
+            });
+        }
+    }
+
+    fn handle(&mut self, event: HubEvent, now: Millis) {
+        match event {
+            HubEvent::Signal { generation, event } => {
+                if generation == self.generation {
+                    self.on_signal(event, now);
+                }
+            }
+            HubEvent::Link {
+                swarm,
+                peer,
+                engine_id,
+                event,
+            } => self.on_link(swarm, peer, engine_id, event, now),
+            HubEvent::Sdp {
+                swarm,
+                peer,
+                engine_id,
+                offer,
+                result,
+            } => self.on_sdp(swarm, peer, engine_id, offer, result, now),
+            HubEvent::Origin {
+                swarm,
+                block,
+                first,
+                result,
+            } => {
+                if let Some(title) = self.titles.get_mut(&swarm) {
+                    title.on_origin(block, first, result, now);
+                }
+            }
+            HubEvent::Loaded {
+                swarm,
+                block,
+                bytes,
+            } => {
+                if let Some(title) = self.titles.get_mut(&swarm) {
+                    match bytes {
+                        Some(bytes) => title.engine.handle_loaded(block, bytes, now),
+                        None => title.engine.handle_load_failed(block, now),
+                    }
+                }
+            }
+            HubEvent::Granted { swarm, result } => self.on_granted(swarm, result),
+            HubEvent::Add {
+                signed,
+                manifest,
+                held,
+                video,
+                on_snapshot,
+            } => self.add(signed, manifest, held, video, on_snapshot, now),
+            HubEvent::Unwatch { swarm } => {
+                if let Some(title) = self.titles.get_mut(&swarm) {
+                    title.video = None;
+                    title.on_snapshot = None;
+                    title.engine.set_downloading(false);
+                    for (_, waiters) in title.waiters.drain() {
+                        for reply in waiters {
+                            let _ = reply.send(Err("the player left".into()));
+                        }
+                    }
+                }
+            }
+            HubEvent::Want { swarm, sha, reply } => match self.titles.get_mut(&swarm) {
+                Some(title) => title.want(&sha, reply, now),
+                None => {
+                    let _ = reply.send(Err("this title is not in the swarm".into()));
+                }
+            },
+            HubEvent::SetUploadCap(cap) => {
+                self.shared.upload_cap.set(cap);
+                self.spread_upload_cap();
+            }
+        }
+    }
+}
+
+/// Whether a handshake grant names `peer` (signature and expiry are the engine's
+/// to check). A grant is no secret, so without this a peer could replay another's.
+fn grant_names(grant: &telly_proto::SignedGrant, peer: &SignalPeer) -> bool {
+    serde_json::from_str::<Grant>(&grant.body).is_ok_and(|g| g.peer_id == peer.as_str())
+}
+
+/// Publishes the watched title's swarm as `window.__telly_swarm`.
+fn publish_debug(snapshot: &SwarmSnapshot) {
+    let Ok(json) = serde_json::to_string(snapshot) else {
+        return;
+    };
+    let (Some(window), Ok(value)) = (web_sys::window(), js_sys::JSON::parse(&json)) else {
+        return;
+    };
+    let _ = js_sys::Reflect::set(&window, &"__telly_swarm".into(), &value);
+}
