@@ -23,6 +23,8 @@ pub fn telly_bin() -> PathBuf {
 /// A data directory with one published title and one viewer, made once.
 pub struct PublishedFixture {
     pub data_dir: PathBuf,
+    /// The rendered source, for publishing it again under another id.
+    pub source: PathBuf,
     _keep: tempfile::TempDir,
 }
 
@@ -67,8 +69,22 @@ impl PublishedFixture {
         )?;
         Ok(Self {
             data_dir,
+            source,
             _keep: keep,
         })
+    }
+
+    /// Publishes the fixture's source again as title `id` into `data_dir`
+    /// (another title: its own keys, blocks and swarm).
+    pub fn publish_again(&self, data_dir: &Path, id: &str) -> Result<()> {
+        run_telly(
+            Command::new(telly_bin())
+                .arg("publish")
+                .arg(&self.source)
+                .args(["--id", id, "--title", "End-to-End Bars, again"])
+                .arg("--data-dir")
+                .arg(data_dir),
+        )
     }
 
     /// A private copy of the data directory for one test.

@@ -115,3 +115,169 @@ async fn six_staggered_tabs_play_to_the_end_and_the_origin_sends_the_title_about
     }
     Ok(())
 }
+
+/// Polls the tab's swarm state until `condition` (a JS expression over `s`, the
+/// state) holds.
+async fn wait_for_swarm(browser: &Browser, what: &str, condition: &str) -> Result<Value> {
+    browser
+        .wait_until(
+            what,
+            &format!("(() => {{ const s = {SWARM}; return !!s && ({condition}); }})()"),
+        )
+        .await
+}
+
+async fn player_stats(browser: &Browser) -> Result<Value> {
+    browser
+        .js("window.__telly.player.stats")
+        .await
+        .context("reading the player's stats")
+}
+
+#[tokio::test]
+async fn tabs_without_a_valid_grant_are_refused_by_signalling_and_by_peers() -> Result<()> {
+    const OTHER: &str = "e2e-bars-again";
+    let fixture = telly_e2e::PublishedFixture::get();
+    let provider = Provider::start_with_args(
+        |dir| fixture.publish_again(dir, OTHER),
+        &["--loopback-ice", "--test-faults"],
+    )?;
+    let honest = open_tab(&provider, "").await?;
+    wait_for_swarm(&honest, "the honest tab joined", "s.joined").await?;
+
+    // Signalling refuses a join without a grant, and one with another title's.
+    let no_grant = open_tab(&provider, "?fault=no-grant").await?;
+    wait_for_swarm(
+        &no_grant,
+        "signalling refusing a join without a grant",
+        "(s.refused || '').startsWith('NoGrant')",
+    )
+    .await?;
+    let other_title = open_tab(&provider, &format!("?fault=grant-of={OTHER}")).await?;
+    wait_for_swarm(
+        &other_title,
+        "signalling refusing another title's grant",
+        "(s.refused || '').startsWith('WrongSwarm')",
+    )
+    .await?;
+
+    // Peers refuse what signalling cannot see: the grant in the handshake.
+    let forged = open_tab(&provider, "?fault=forged-grant").await?;
+    let foreign = open_tab(&provider, &format!("?fault=peer-grant-of={OTHER}")).await?;
+    wait_for_swarm(&forged, "the forged tab admitted by signalling", "s.joined").await?;
+    wait_for_swarm(&foreign, "the foreign tab admitted by signalling", "s.joined").await?;
+    wait_for_swarm(
+        &honest,
+        "the honest tab refusing both handshakes",
+        "s.peers_refused >= 2",
+    )
+    .await?;
+
+    // Refused tabs still play, from the origin alone.
+    for (name, tab) in [
+        ("no grant", &no_grant),
+        ("another title's grant", &other_title),
+        ("a forged grant", &forged),
+        ("another title's grant to peers", &foreign),
+    ] {
+        tab.wait_until(
+            &format!("the tab with {name} playing"),
+            "window.__telly && window.__telly.current_time > 2",
+        )
+        .await?;
+        let swarm = swarm_state(tab).await?;
+        ensure!(
+            swarm["bytes_from_peers"] == 0,
+            "the tab with {name} got bytes from peers: {swarm}"
+        );
+    }
+    let swarm = swarm_state(&honest).await?;
+    ensure!(
+        swarm["bytes_uploaded"] == 0,
+        "the honest tab served a refused peer: {swarm}"
+    );
+    for tab in [honest, no_grant, other_title, forged, foreign] {
+        tab.close().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_peer_serving_corrupt_chunks_is_banned_and_playback_goes_on() -> Result<()> {
+    let provider = Provider::start_swarm()?;
+    let cheat = open_tab(&provider, "?fault=corrupt-uploads").await?;
+    cheat
+        .wait_until(
+            "the cheat playing (holding the first blocks)",
+            "window.__telly && window.__telly.current_time > 4",
+        )
+        .await?;
+    let viewer = open_tab(&provider, "").await?;
+    wait_for_swarm(&viewer, "the viewer banning the cheat", "s.peers_banned >= 1").await?;
+    viewer
+        .wait_until_for("the viewer at the end", AT_THE_END, TO_THE_END)
+        .await?;
+    ensure!(
+        viewer.js(NO_MEDIA_ERROR).await? == Value::Bool(true),
+        "the viewer had a media error"
+    );
+    let stats = player_stats(&viewer).await?;
+    ensure!(
+        stats["verify_failures"] == 0,
+        "a corrupt block reached the player: {stats}"
+    );
+    let cheat_swarm = swarm_state(&cheat).await?;
+    ensure!(
+        cheat_swarm["bytes_uploaded"].as_u64().unwrap_or(0) > 0,
+        "the cheat never served, so nothing was tested: {cheat_swarm}"
+    );
+    let swarm = swarm_state(&viewer).await?;
+    ensure!(
+        swarm["peers"] == 0,
+        "the viewer still talks to the cheat: {swarm}"
+    );
+    viewer.close().await?;
+    cheat.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_peer_vanishing_mid_transfer_costs_a_re_request() -> Result<()> {
+    let provider = Provider::start_swarm()?;
+    let size = title_bytes(&provider).await?;
+    let first = open_tab(&provider, "").await?;
+    first
+        .wait_until(
+            "the first tab playing",
+            "window.__telly && window.__telly.current_time > 4",
+        )
+        .await?;
+    let second = open_tab(&provider, "").await?;
+    wait_for_swarm(
+        &second,
+        "the second tab taking blocks from the first",
+        "s.bytes_from_peers > 0",
+    )
+    .await?;
+    // Gone without a goodbye from the engine: the browser closes.
+    first.close().await?;
+    second
+        .wait_until_for("the second tab at the end", AT_THE_END, TO_THE_END)
+        .await?;
+    ensure!(
+        second.js(NO_MEDIA_ERROR).await? == Value::Bool(true),
+        "the second tab had a media error"
+    );
+    let swarm = swarm_state(&second).await?;
+    let from_peers = swarm["bytes_from_peers"].as_u64().unwrap_or(0);
+    ensure!(
+        from_peers < size,
+        "the first tab had sent everything before it vanished, so nothing was tested: {swarm}"
+    );
+    ensure!(
+        swarm["bytes_from_origin"].as_u64().unwrap_or(0) > 0 && swarm["peers"] == 0,
+        "the rest should have come from the origin: {swarm}"
+    );
+    second.close().await?;
+    Ok(())
+}
