@@ -178,11 +178,13 @@ pub fn run(listen: &str) -> Result<()> {
         .arg(&data_dir)
         .arg("--web-dir")
         .arg(&built.web_dir)
+        // Two windows on this one machine reach each other over loopback only.
+        .arg("--loopback-ice")
         .spawn()
         .context("starting telly serve")?;
     server_pid.store(server.id(), Ordering::SeqCst);
     eprintln!(
-        "\n  Telly is on http://{listen}/\n  Sign in as `{DEMO_VIEWER}` with password `{DEMO_PASSWORD}`.\n  Ctrl-C stops it.\n"
+        "\n  Telly is on http://{listen}/\n  Sign in as `{DEMO_VIEWER}` with password `{DEMO_PASSWORD}`.\n\n  To see the swarm, start two Chromiums, each with a profile of its own (two\n  windows of one profile share their stored blocks), and play the same title:\n    chromium --user-data-dir=$(mktemp -d) --allow-loopback-in-peer-connection http://{listen}/\n  (Chromium uses loopback WebRTC addresses only with that flag and a media\n  permission: each asks once for the microphone and stops the track at once). The stats panel under the second player shows most of its blocks\n  coming from the first.\n  Ctrl-C stops it.\n"
     );
     let status = server.wait()?;
     if interrupted.load(Ordering::SeqCst) {
