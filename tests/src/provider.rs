@@ -126,6 +126,8 @@ pub struct Provider {
     pub base: String,
     pub data_dir: PathBuf,
     child: Child,
+    /// How `child` was started, for [`Provider::restart`].
+    command: Vec<std::ffi::OsString>,
     _data: tempfile::TempDir,
 }
 
@@ -154,27 +156,60 @@ impl Provider {
         let data = PublishedFixture::get().copy()?;
         prepare(data.path())?;
         let port = free_port();
-        let log = std::fs::File::create(artifacts_dir().join(format!("telly-serve-{port}.log")))?;
-        let child = Command::new(telly_bin())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(data.path())
-            .arg("--web-dir")
-            .arg(env_path("TELLY_WEB_DIR", "dist"))
-            .args(serve_args)
-            .env("RUST_LOG", "info,telly_signalling=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting telly serve")?;
+        let mut command: Vec<std::ffi::OsString> = vec![
+            "serve".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}").into(),
+            "--data-dir".into(),
+            data.path().into(),
+            "--web-dir".into(),
+            env_path("TELLY_WEB_DIR", "dist").into(),
+        ];
+        command.extend(serve_args.iter().map(Into::into));
+        let child = Self::spawn(&command, port, 0)?;
         let provider = Self {
             base: format!("http://127.0.0.1:{port}"),
             data_dir: data.path().to_path_buf(),
             child,
+            command,
             _data: data,
         };
         provider.wait_ready()?;
         Ok(provider)
+    }
+
+    fn spawn(command: &[std::ffi::OsString], port: u16, run: u32) -> Result<Child> {
+        let log =
+            std::fs::File::create(artifacts_dir().join(format!("telly-serve-{port}-{run}.log")))?;
+        Command::new(telly_bin())
+            .args(command)
+            .env("RUST_LOG", "info,telly_signalling=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting telly serve")
+    }
+
+    /// Stops the server (SIGTERM: a graceful shutdown, every socket closed) and
+    /// starts it again on the same port over the same data directory.
+    pub fn restart(&mut self) -> Result<()> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let started = Instant::now();
+        while self.child.try_wait()?.is_none() {
+            if started.elapsed() > Duration::from_secs(20) {
+                self.child.kill()?;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let port: u16 = self
+            .base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .context("the provider's port")?;
+        self.child = Self::spawn(&self.command, port, 1)?;
+        self.wait_ready()
     }
 
     fn wait_ready(&self) -> Result<()> {

@@ -60,10 +60,7 @@ async fn open_tab(provider: &Provider, query: &str) -> Result<Browser> {
 #[tokio::test]
 async fn six_staggered_tabs_play_to_the_end_and_the_origin_sends_the_title_about_once() -> Result<()>
 {
-    let tabs_wanted: usize = std::env::var("TELLY_E2E_TABS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6);
+    let tabs_wanted = 6;
     let provider = Provider::start_swarm()?;
     let size = title_bytes(&provider).await?;
     let mut tabs = Vec::new();
@@ -95,6 +92,12 @@ async fn six_staggered_tabs_play_to_the_end_and_the_origin_sends_the_title_about
     }
     let origin = origin_bytes(&provider).await?;
     let ratio = origin as f64 / size as f64;
+    // Tabs report every 10 s; the last ones have played 40 s by now.
+    let reported = provider.metrics().await?.titles[TITLE_ID].peer_bytes_reported;
+    ensure!(
+        reported > 0,
+        "no tab reported its peer bytes to the provider"
+    );
     std::fs::write(
         artifacts_dir().join("swarm-tabs.json"),
         serde_json::to_string_pretty(&serde_json::json!({
@@ -165,7 +168,12 @@ async fn tabs_without_a_valid_grant_are_refused_by_signalling_and_by_peers() -> 
     let forged = open_tab(&provider, "?fault=forged-grant").await?;
     let foreign = open_tab(&provider, &format!("?fault=peer-grant-of={OTHER}")).await?;
     wait_for_swarm(&forged, "the forged tab admitted by signalling", "s.joined").await?;
-    wait_for_swarm(&foreign, "the foreign tab admitted by signalling", "s.joined").await?;
+    wait_for_swarm(
+        &foreign,
+        "the foreign tab admitted by signalling",
+        "s.joined",
+    )
+    .await?;
     wait_for_swarm(
         &honest,
         "the honest tab refusing both handshakes",
@@ -213,7 +221,12 @@ async fn a_peer_serving_corrupt_chunks_is_banned_and_playback_goes_on() -> Resul
         )
         .await?;
     let viewer = open_tab(&provider, "").await?;
-    wait_for_swarm(&viewer, "the viewer banning the cheat", "s.peers_banned >= 1").await?;
+    wait_for_swarm(
+        &viewer,
+        "the viewer banning the cheat",
+        "s.peers_banned >= 1",
+    )
+    .await?;
     viewer
         .wait_until_for("the viewer at the end", AT_THE_END, TO_THE_END)
         .await?;
@@ -279,5 +292,52 @@ async fn a_peer_vanishing_mid_transfer_costs_a_re_request() -> Result<()> {
         "the rest should have come from the origin: {swarm}"
     );
     second.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tab_keeps_sharing_after_the_player_a_reload_and_a_signalling_restart() -> Result<()> {
+    const SHARED_AND_JOINED: &str = "(window.__telly_shared || []).some(t => t.title_id === 'e2e-bars' && t.swarm.joined && t.swarm.signalling_connected)";
+    let mut provider = Provider::start_swarm()?;
+    let sharer = open_tab(&provider, "").await?;
+    sharer
+        .wait_until(
+            "the sharer having watched a while",
+            "window.__telly && window.__telly.current_time > 6",
+        )
+        .await?;
+    // Leaving the player (here: a fresh page on the catalogue) keeps the title
+    // shared: the new page finds what the tab holds and joins to serve it.
+    sharer.goto(&provider.url("/")).await?;
+    sharer
+        .wait_until("the reloaded tab sharing the title", SHARED_AND_JOINED)
+        .await?;
+    // Signalling goes away and comes back: the sharer must reconnect and re-join
+    // by itself, or the viewer below could not find it.
+    provider.restart()?;
+    sharer
+        .wait_until(
+            "the sharer noticing signalling went away",
+            "!(window.__telly_shared || []).some(t => t.swarm.signalling_connected)",
+        )
+        .await?;
+    sharer
+        .wait_until("the sharer back in the swarm", SHARED_AND_JOINED)
+        .await?;
+    let viewer = open_tab(&provider, "").await?;
+    wait_for_swarm(
+        &viewer,
+        "the viewer taking blocks from the sharing tab",
+        "s.bytes_from_peers > 0",
+    )
+    .await?;
+    viewer
+        .wait_until(
+            "the viewer playing",
+            "window.__telly && window.__telly.current_time > 2",
+        )
+        .await?;
+    viewer.close().await?;
+    sharer.close().await?;
     Ok(())
 }

@@ -28,7 +28,7 @@ use web_sys::HtmlVideoElement;
 
 use super::faults::Faults;
 use super::signal::{SignalEvent, SignalSocket, same_origin_url};
-use super::snapshot::{SnapshotFn, SwarmSnapshot};
+use super::snapshot::SnapshotFn;
 use super::title::{Reply, TitleSwarm};
 use crate::host::api::Api;
 use crate::host::rtc::{LinkEvent, RtcOptions, unlock_loopback_candidates};
@@ -248,13 +248,16 @@ impl Hub {
 
     fn sample(&mut self, now: Millis) {
         self.shared.titles_shared.set(self.titles.len());
+        let mut all = Vec::new();
         for title in self.titles.values_mut() {
             let snapshot = title.sample(&self.shared, now);
             if let Some(callback) = &title.on_snapshot {
                 callback(&snapshot);
-                publish_debug(&snapshot);
+                publish_debug("__telly_swarm", &snapshot);
             }
+            all.push(serde_json::json!({ "title_id": title.title_id, "swarm": snapshot }));
         }
+        publish_debug("__telly_shared", &all);
     }
 
     // ------------------------------------------------------------- signalling
@@ -873,13 +876,14 @@ fn grant_names(grant: &telly_proto::SignedGrant, peer: &SignalPeer) -> bool {
     serde_json::from_str::<Grant>(&grant.body).is_ok_and(|g| g.peer_id == peer.as_str())
 }
 
-/// Publishes the watched title's swarm as `window.__telly_swarm`.
-fn publish_debug(snapshot: &SwarmSnapshot) {
-    let Ok(json) = serde_json::to_string(snapshot) else {
+/// Publishes the watched title's swarm as `window.__telly_swarm`, and every
+/// shared title's as `window.__telly_shared` (for end-to-end tests).
+fn publish_debug(name: &str, value: &impl serde::Serialize) {
+    let Ok(json) = serde_json::to_string(value) else {
         return;
     };
     let (Some(window), Ok(value)) = (web_sys::window(), js_sys::JSON::parse(&json)) else {
         return;
     };
-    let _ = js_sys::Reflect::set(&window, &"__telly_swarm".into(), &value);
+    let _ = js_sys::Reflect::set(&window, &name.into(), &value);
 }

@@ -118,7 +118,10 @@ impl SwarmHub {
                 titles_shared: Cell::new(0),
                 provider_key: config.provider_key,
             });
-            share_held_titles(&api, &shared, &loop_events).await;
+            let scan = (api.clone(), Rc::clone(&shared), loop_events.clone());
+            wasm_bindgen_futures::spawn_local(async move {
+                share_held_titles(&scan.0, &scan.1, &scan.2).await;
+            });
             Hub::new(shared, &config, loop_events).run(inbox).await;
         });
         Self { events, upload_cap }
@@ -184,6 +187,26 @@ fn remember_held_title(id: &str) {
     }
 }
 
+/// The title's signed manifest; a provider that can't be reached is asked again
+/// with a doubling pause (2 s to 32 s), since sharing is decided only here.
+async fn manifest_with_retries(api: &Api, id: &str) -> Option<SignedManifest> {
+    let mut pause_ms = 2_000;
+    loop {
+        match api.manifest(id).await {
+            Ok(signed) => return Some(signed),
+            Err(crate::host::api::ApiError::Network(why)) if pause_ms <= 32_000 => {
+                tracing::debug!(%why, id, "manifest not reached; trying again");
+                gloo_timers::future::TimeoutFuture::new(pause_ms).await;
+                pause_ms *= 2;
+            }
+            Err(e) => {
+                tracing::info!(%e, id, "not sharing a title whose manifest can't be had");
+                return None;
+            }
+        }
+    }
+}
+
 /// Joins the swarm of every title this tab has kept blocks of, to share them.
 /// Titles that no longer verify, or of which nothing is held, are skipped.
 async fn share_held_titles(api: &Api, shared: &Shared, events: &mpsc::UnboundedSender<HubEvent>) {
@@ -199,7 +222,7 @@ async fn share_held_titles(api: &Api, shared: &Shared, events: &mpsc::UnboundedS
     };
     let stored: std::collections::HashSet<Sha256Hash> = stored.into_iter().collect();
     for id in titles {
-        let Ok(signed) = api.manifest(&id).await else {
+        let Some(signed) = manifest_with_retries(api, &id).await else {
             continue;
         };
         let Ok(manifest) = signed.verify(&shared.provider_key) else {
