@@ -53,3 +53,23 @@ impl Faults {
             || self.peer_grant_of.is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    use super::Faults;
+
+    wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
+    #[wasm_bindgen_test]
+    fn faults_come_from_repeated_query_parameters() {
+        let faults = Faults::parse("?q=1&fault=corrupt-uploads&fault=peer-grant-of%3Dother-title");
+        assert!(faults.corrupt_uploads);
+        assert_eq!(faults.peer_grant_of.as_deref(), Some("other-title"));
+        assert!(!faults.no_grant && !faults.forged_grant && faults.grant_of.is_none());
+        assert!(faults.any());
+        assert!(!Faults::parse("").any());
+        assert!(!Faults::parse("?fault=&fault=unknown&faults=no-grant").any());
+    }
+}

@@ -470,3 +470,28 @@ fn intersect(a: &[Span], b: &[Span]) -> Vec<Span> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    use super::{Span, intersect};
+
+    fn spans(list: &[(u64, u64)]) -> Vec<Span> {
+        list.iter()
+            .map(|&(start_ms, end_ms)| Span { start_ms, end_ms })
+            .collect()
+    }
+
+    #[wasm_bindgen_test]
+    fn a_span_counts_only_where_every_track_is_held() {
+        let video = spans(&[(0, 4_000), (6_000, 10_000)]);
+        let audio = spans(&[(0, 2_000), (3_000, 8_000)]);
+        assert_eq!(
+            intersect(&video, &audio),
+            spans(&[(0, 2_000), (3_000, 4_000), (6_000, 8_000)])
+        );
+        assert_eq!(intersect(&video, &[]), Vec::new());
+        assert_eq!(intersect(&video, &spans(&[(4_000, 6_000)])), Vec::new());
+    }
+}
