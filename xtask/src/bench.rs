@@ -17,14 +17,22 @@ pub fn run(which: &str) -> Result<()> {
         "block-open" => block_open(&results)?,
         "publish" => publish_overhead(&results)?,
         "sim" => sim(&results)?,
+        "tabs" => crate::bench_tabs::run(&results)?,
+        // Rewrites tab-*.json from the last `tabs` run's raw measurements.
+        "tabs-report" => crate::bench_tabs::report(&results)?,
+        "goodput" => crate::bench_goodput::run(&results)?,
         // Only rewrite the README's table from the results already there.
         "table" => {}
         "all" => {
             block_open(&results)?;
             publish_overhead(&results)?;
             sim(&results)?;
+            crate::bench_goodput::run(&results)?;
+            crate::bench_tabs::run(&results)?;
         }
-        other => bail!("unknown benchmark {other:?}: block-open, publish, sim, all or table"),
+        other => bail!(
+            "unknown benchmark {other:?}: block-open, publish, sim, tabs, goodput, all or table"
+        ),
     }
     update_readme(&results)
 }
@@ -80,7 +88,7 @@ fn update_readme(results: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mem_gib = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -106,13 +114,13 @@ pub fn machine() -> String {
     )
 }
 
-pub fn today() -> String {
+pub(crate) fn today() -> String {
     sh::output(Command::new("date").args(["-u", "+%F"]))
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
 }
 
-fn write(results: &Path, name: &str, value: &Value) -> Result<()> {
+pub(crate) fn write(results: &Path, name: &str, value: &Value) -> Result<()> {
     let path = results.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_string_pretty(value)? + "\n")?;
     eprintln!("    wrote {}", path.display());

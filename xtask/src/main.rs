@@ -2,6 +2,8 @@
 //! both install what a fresh machine lacks first (see `setup`).
 
 mod bench;
+mod bench_goodput;
+mod bench_tabs;
 mod build;
 mod demo;
 mod setup;

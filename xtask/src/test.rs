@@ -123,12 +123,12 @@ fn e2e_test_binaries() -> Result<Vec<PathBuf>> {
 }
 
 /// A network namespace with only loopback, removed on drop.
-struct Netns {
+pub(crate) struct Netns {
     name: String,
 }
 
 impl Netns {
-    fn create() -> Option<Self> {
+    pub(crate) fn create() -> Option<Self> {
         if !sh::is_root() {
             eprintln!("    not root: end-to-end tests run on the host, loopback only");
             return None;
@@ -152,7 +152,7 @@ impl Netns {
         }
     }
 
-    fn exec(&self, program: &Path) -> Command {
+    pub(crate) fn exec(&self, program: &Path) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.name]).arg(program);
         cmd

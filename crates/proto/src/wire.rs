@@ -189,6 +189,7 @@ pub enum Message {
     Chunk {
         block: BlockId,
         index: u16,
+        #[serde(with = "chunk_bytes")]
         data: Vec<u8>,
     },
     /// The sender has no upload slot for the receiver: stop requesting.
@@ -197,6 +198,52 @@ pub enum Message {
     Unchoke,
     /// The sender closes the connection.
     Goodbye(GoodbyeReason),
+}
+
+/// Chunk data as one byte string rather than a sequence of `u8`s: postcard
+/// writes both as a length and the raw bytes, so frames are identical, but a
+/// byte string is copied at once instead of a byte at a time (about 8 ms per MB
+/// of encode and decode in the browser, measured).
+mod chunk_bytes {
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(data: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(data)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        deserializer.deserialize_byte_buf(BytesVisitor)
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("chunk bytes")
+        }
+
+        fn visit_bytes<E: Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(bytes.to_vec())
+        }
+
+        fn visit_byte_buf<E: Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(bytes)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(super::CHUNK_SIZE));
+            while let Some(byte) = seq.next_element()? {
+                if bytes.len() == super::CHUNK_SIZE {
+                    return Err(A::Error::custom("chunk longer than CHUNK_SIZE"));
+                }
+                bytes.push(byte);
+            }
+            Ok(bytes)
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -107,25 +107,22 @@ impl Trust for Signed {
         fetched: Vec<u8>,
         known: Option<&Self::Hashes>,
     ) -> Result<(Self::Hashes, Vec<Self::Chunk>), OriginError> {
-        let hashes: Self::Hashes = if first == 0 && fetched.len() as u64 == entry.size {
-            if Sha256Hash::of(&fetched) != entry.sha256 {
-                return Err(OriginError(
-                    "block SHA-256 does not match the manifest".into(),
-                ));
-            }
+        let chunks: Vec<Self::Chunk> = fetched.chunks(CHUNK_SIZE).map(Arc::from).collect();
+        if first == 0 && fetched.len() as u64 == entry.size {
+            // A whole block: one pass computes its leaves, and the signed
+            // Merkle root over them commits to every byte (SHA-256), so neither
+            // a hash of the whole block nor a check per chunk adds anything.
             let leaves: Self::Hashes = merkle::leaves(&fetched).into();
             if !wire::check_leaves(entry, &leaves) {
                 return Err(OriginError(
-                    "block Merkle root does not match the manifest".into(),
+                    "block does not match the manifest's signed Merkle root".into(),
                 ));
             }
-            leaves
-        } else {
-            known
-                .cloned()
-                .ok_or_else(|| OriginError("a partial fetch needs the block's hashes".into()))?
-        };
-        let chunks: Vec<Self::Chunk> = fetched.chunks(CHUNK_SIZE).map(Arc::from).collect();
+            return Ok((leaves, chunks));
+        }
+        let hashes = known
+            .cloned()
+            .ok_or_else(|| OriginError("a partial fetch needs the block's hashes".into()))?;
         let whole_chunks = chunks.len() + first <= wire::chunk_count(entry.size);
         let all_good = whole_chunks
             && chunks
