@@ -1,6 +1,7 @@
 //! Headless Debian Chromium driven over WebDriver (chromedriver), with the flags
 //! DESIGN.md lists and a fresh profile per browser.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,7 +45,11 @@ impl Browser {
             .map(PathBuf::from)
             .unwrap_or_else(|| "/usr/bin/chromedriver".into());
         let log = std::fs::File::create(artifacts_dir().join(format!("chromedriver-{port}.log")))?;
+        // Its own process group: Chromium and its helpers join it, so that
+        // dropping a browser (a failed test) ends all of them, not only the
+        // driver (Chromium would otherwise live on as an orphan).
         let driver = Command::new(&chromedriver)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
@@ -173,6 +178,10 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // The group is the driver's own (see `launch`), so this ends exactly
+        // the processes this browser started.
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
