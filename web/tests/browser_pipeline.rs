@@ -70,6 +70,7 @@ impl BlockSource for ScriptedSource {
                 source_name: "scripted",
                 sha,
                 reason: "nothing to serve".into(),
+                refused_copies: 0,
             })
         })
     }

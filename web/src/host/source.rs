@@ -14,6 +14,10 @@ pub struct SourceError {
     pub source_name: &'static str,
     pub sha: Sha256Hash,
     pub reason: String,
+    /// Copies the source itself received and refused as corrupt (the swarm
+    /// checks every chunk before the player sees it), so the player can count
+    /// and show them as it does the copies it refuses itself.
+    pub refused_copies: u32,
 }
 
 /// Whether a source may answer from a cache on the way (the browser's HTTP
@@ -82,6 +86,7 @@ impl BlockSource for OriginSource {
                 source_name: "origin",
                 sha,
                 reason: e.to_string(),
+                refused_copies: 0,
             })
         })
     }

@@ -140,6 +140,7 @@ impl Pipeline {
             let sealed = match self.source.fetch(entry.sha256, entry.size, freshness).await {
                 Ok(sealed) => sealed,
                 Err(e) => {
+                    outcome.rejected += e.refused_copies;
                     last_problem = e.to_string();
                     continue;
                 }

@@ -30,6 +30,7 @@ mod peering;
 use super::faults::Faults;
 use super::signal::{SignalEvent, SignalSocket, same_origin_url};
 use super::snapshot::SnapshotFn;
+use super::source::SwarmSource;
 use super::title::{Reply, TitleSwarm};
 use crate::host::api::Api;
 use crate::host::rtc::{LinkEvent, RtcOptions, unlock_loopback_candidates};
@@ -501,9 +502,11 @@ impl Hub {
                     title.video = None;
                     title.on_snapshot = None;
                     title.engine.set_downloading(false);
-                    for (_, waiters) in title.waiters.drain() {
+                    let layout = std::sync::Arc::clone(title.engine.layout());
+                    for (block, waiters) in title.waiters.drain() {
+                        let sha = layout.info(block).entry.sha256;
                         for reply in waiters {
-                            let _ = reply.send(Err("the player left".into()));
+                            let _ = reply.send(Err(SwarmSource::error(sha, "the player left")));
                         }
                     }
                 }
@@ -511,7 +514,10 @@ impl Hub {
             HubEvent::Want { swarm, sha, reply } => match self.titles.get_mut(&swarm) {
                 Some(title) => title.want(&sha, reply, now),
                 None => {
-                    let _ = reply.send(Err("this title is not in the swarm".into()));
+                    let _ = reply.send(Err(SwarmSource::error(
+                        sha,
+                        "this title is not in the swarm",
+                    )));
                 }
             },
             HubEvent::SetUploadCap(cap) => {

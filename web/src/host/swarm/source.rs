@@ -20,11 +20,12 @@ pub struct SwarmSource {
 }
 
 impl SwarmSource {
-    fn error(sha: Sha256Hash, reason: impl Into<String>) -> SourceError {
+    pub(super) fn error(sha: Sha256Hash, reason: impl Into<String>) -> SourceError {
         SourceError {
             source_name: "swarm",
             sha,
             reason: reason.into(),
+            refused_copies: 0,
         }
     }
 }
@@ -58,7 +59,7 @@ impl BlockSource for SwarmSource {
             }
             match select(answer, TimeoutFuture::new(WANT_PATIENCE_MS)).await {
                 Either::Left((Ok(Ok(bytes)), _)) => Ok(bytes),
-                Either::Left((Ok(Err(why)), _)) => Err(Self::error(sha, why)),
+                Either::Left((Ok(Err(error)), _)) => Err(error),
                 Either::Left((Err(_), _)) => Err(Self::error(sha, "the swarm dropped the request")),
                 Either::Right(_) => Err(Self::error(
                     sha,

@@ -25,12 +25,19 @@ use super::faults::Faults;
 use super::hub::{HubEvent, Shared};
 use super::links::{Flow, Links};
 use super::snapshot::{HISTORY_SAMPLES, RateSample, SnapshotFn, SwarmSnapshot};
+use super::source::SwarmSource;
+use crate::host::source::SourceError;
 
 /// Verified blocks kept for the player before it asks; more are dropped (they
 /// stay in IndexedDB and in the engine).
 const MAX_READY_BLOCKS: usize = 48;
 
-pub type Reply = oneshot::Sender<Result<Uint8Array, String>>;
+pub type Reply = oneshot::Sender<Result<Uint8Array, SourceError>>;
+
+/// The longest pause before fetching again a block whose last origin copy
+/// failed or was refused: a corrupt block at the origin must not be fetched in
+/// a tight loop by every viewer.
+const MAX_ORIGIN_RETRY_MS: u32 = 30_000;
 
 /// Totals last reported to the provider, to send deltas.
 #[derive(Default, Clone, Copy)]
@@ -130,7 +137,7 @@ impl TitleSwarm {
     /// engine delivers it.
     pub fn want(&mut self, sha: &Sha256Hash, reply: Reply, now: Millis) {
         let Some(&block) = self.by_sha.get(sha) else {
-            let _ = reply.send(Err(format!("block {sha} is not in this title")));
+            let _ = reply.send(Err(SwarmSource::error(*sha, "not a block of this title")));
             return;
         };
         if let Some(bytes) = self.ready.remove(&block) {
@@ -145,8 +152,9 @@ impl TitleSwarm {
                 let _ = reply.send(Ok(concat(chunks)));
                 return;
             }
-            let _ = reply.send(Err(format!(
-                "block {sha} was delivered and is no longer in memory"
+            let _ = reply.send(Err(SwarmSource::error(
+                *sha,
+                "delivered before and no longer in memory",
             )));
             return;
         }
@@ -243,11 +251,20 @@ impl TitleSwarm {
         let start = u64::from(first) * CHUNK_SIZE as u64;
         let end = (u64::from(first) + u64::from(count)) * CHUNK_SIZE as u64;
         let end = end.min(entry.size);
-        let reload = self.origin_failures.get(&block).copied().unwrap_or(0) > 0;
+        let failures = self.origin_failures.get(&block).copied().unwrap_or(0);
+        let reload = failures > 0;
+        let pause_ms = if failures == 0 {
+            0
+        } else {
+            (500u32 << failures.min(6)).min(MAX_ORIGIN_RETRY_MS)
+        };
         let api = shared.api.clone();
         let hub = hub.clone();
         let swarm = self.swarm_id;
         wasm_bindgen_futures::spawn_local(async move {
+            if pause_ms > 0 {
+                gloo_timers::future::TimeoutFuture::new(pause_ms).await;
+            }
             let result = if start == 0 && end == entry.size {
                 api.block(&entry.sha256, entry.size, reload).await
             } else {
@@ -276,8 +293,18 @@ impl TitleSwarm {
                 if self.engine.stats(now).bytes_from_origin == before
                     && !self.engine.has_block(block)
                 {
-                    // Refused (a bad copy): the next fetch must not come from a cache.
+                    // Refused (a bad copy): the next fetch must not come from a
+                    // cache, and the player hears of it as of a copy it refused.
                     *self.origin_failures.entry(block).or_default() += 1;
+                    let sha = self.engine.layout().info(block).entry.sha256;
+                    for reply in self.waiters.remove(&block).unwrap_or_default() {
+                        let mut error = SwarmSource::error(
+                            sha,
+                            "the origin's copy does not match the signed manifest",
+                        );
+                        error.refused_copies = 1;
+                        let _ = reply.send(Err(error));
+                    }
                 }
             }
             Err(error) => {
