@@ -166,27 +166,40 @@ impl Api {
     }
 
     /// A sealed block or init segment from the origin, at most `limit` bytes.
-    /// Unverified: the caller checks its hash.
-    /// A sealed block; `reload` skips the HTTP cache (and refreshes it), for a
-    /// block whose cached copy was refused.
+    /// Unverified: the caller checks its hash. `reload` skips the HTTP cache
+    /// (and refreshes it), for a block whose cached copy was refused.
     pub async fn block(
         &self,
         sha: &Sha256Hash,
         limit: u64,
         reload: bool,
     ) -> Result<Uint8Array, ApiError> {
+        let response = self.get_block(sha, None, reload).await?;
+        read_bytes(response, limit).await
+    }
+
+    /// `GET /blocks/{sha}`, whole or the byte range `start..end`.
+    async fn get_block(
+        &self,
+        sha: &Sha256Hash,
+        range: Option<(u64, u64)>,
+        reload: bool,
+    ) -> Result<Response, ApiError> {
         let cache = if reload {
             web_sys::RequestCache::Reload
         } else {
             web_sys::RequestCache::Default
         };
-        let response = Request::get(&self.url(&format!("/blocks/{}", sha.to_hex())))
-            .cache(cache)
+        let mut request =
+            Request::get(&self.url(&format!("/blocks/{}", sha.to_hex()))).cache(cache);
+        if let Some((start, end)) = range {
+            request = request.header("Range", &format!("bytes={start}-{}", end.saturating_sub(1)));
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| ApiError::Network(e.to_string()))?;
-        let response = Self::check(response).await?;
-        read_bytes(response, limit).await
+        Self::check(response).await
     }
 
     /// Bytes `start..end` of a sealed block (an HTTP range), for chunks the
@@ -198,18 +211,7 @@ impl Api {
         end: u64,
         reload: bool,
     ) -> Result<Uint8Array, ApiError> {
-        let cache = if reload {
-            web_sys::RequestCache::Reload
-        } else {
-            web_sys::RequestCache::Default
-        };
-        let response = Request::get(&self.url(&format!("/blocks/{}", sha.to_hex())))
-            .header("Range", &format!("bytes={start}-{}", end.saturating_sub(1)))
-            .cache(cache)
-            .send()
-            .await
-            .map_err(|e| ApiError::Network(e.to_string()))?;
-        let response = Self::check(response).await?;
+        let response = self.get_block(sha, Some((start, end)), reload).await?;
         let wanted = end.saturating_sub(start);
         let bytes = read_bytes(response, wanted.max(1)).await?;
         if u64::from(bytes.length()) != wanted {
