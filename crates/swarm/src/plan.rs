@@ -32,6 +32,10 @@ const URGENT_RECHECK_MS: u64 = 250;
 /// Viewers paused by hand keep fetching, but without hurry.
 const PAUSED_SLACK_MS: u64 = 10_000;
 
+/// Shape of the origin-fetch lead distribution: duplicates stay few for
+/// audiences at one point up to about e^λ viewers (22,000).
+const SPREAD_LAMBDA: f64 = 10.0;
+
 /// The peers a chunk was asked of (the second in end-game).
 type Askers = (PeerId, Option<PeerId>);
 
@@ -50,13 +54,24 @@ impl<T: Trust> Engine<T> {
         base + ahead
     }
 
-    /// Seeded, per-block spread of origin fetches for blocks nobody near holds.
+    /// Seeded, per-block lead of origin fetches for blocks nobody near holds: how
+    /// much earlier than needed this viewer fetches such a block.
+    ///
+    /// The lead is drawn so that few viewers fire early and most late (a
+    /// truncated exponential, as in SRM's NACK suppression): among N viewers at
+    /// the same point the earliest fires alone, and the number that fire before
+    /// its relay reaches them stays near one whatever N is. A uniform lead made
+    /// it grow with N (the density of fetchers at the front of the window).
     fn spread(&self, block: BlockId) -> u64 {
         let mut x = self.config.seed ^ u64::from(block.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         x ^= x >> 31;
-        x % (self.config.origin_spread_ms + 1)
+        let uniform = (x >> 11) as f64 / (1u64 << 53) as f64;
+        let window = self.config.origin_spread_ms as f64;
+        // Firing time from the window's start, with density rising as e^(λt/T).
+        let fire = window / SPREAD_LAMBDA * (1.0 + uniform * SPREAD_LAMBDA.exp_m1()).ln();
+        (window - fire).max(0.0) as u64
     }
 
     /// The safety margin before a deadline. A starting viewer's whole budget is

@@ -4,7 +4,9 @@
 //! - At most `upload_slots` peers are served at once. A request from a peer without
 //!   a slot takes a free one, or is rejected with a `Choke`; when a slot frees (its
 //!   holder idle for `slot_idle_ms`, or gone) the refused peer that needed data
-//!   soonest gets an `Unchoke`.
+//!   soonest gets an `Unchoke`. A refused request whose deadline is at least
+//!   `PREEMPT_GAP_MS` sooner than every slot holder's next need takes the slot of
+//!   the holder that needs data last, whose queue is rejected (it asks elsewhere).
 //! - Chunks leave paced by two token buckets: the viewer's total upload cap and a
 //!   per-peer cap, so one greedy peer never takes the whole uplink.
 //! - Among served peers the next chunk is the one with the earliest deadline, each
@@ -23,6 +25,10 @@ use crate::trust::Trust;
 
 /// Queue entries looked at per peer when choosing the next chunk.
 const LOOKAHEAD: usize = 8;
+
+/// A slot holder whose next need is this much later than a refused peer's
+/// gives its slot up to it.
+const PREEMPT_GAP_MS: u64 = 4_000;
 
 enum Readiness<C> {
     Ready(C),
@@ -53,9 +59,8 @@ impl<T: Trust> Engine<T> {
             return self.drop_peer(peer, GoodbyeReason::ProtocolViolation);
         }
         let holds = self.has_block(block) || self.partial.get(&block).is_some_and(|p| p.announced);
-        let slots_used = self.peers.values().filter(|p| p.unchoked).count();
         let deadline = now + u64::from(deadline_ms);
-        let Some(p) = self.peers.get_mut(&peer) else {
+        let Some(unchoked) = self.peers.get(&peer).map(|p| p.unchoked) else {
             return;
         };
         if !self.config.peer_to_peer || !holds {
@@ -68,6 +73,12 @@ impl<T: Trust> Engine<T> {
                 },
             );
         }
+        let slots_used = self.peers.values().filter(|p| p.unchoked).count();
+        if !unchoked && slots_used >= self.config.upload_slots {
+            self.preempt_slot_for(peer, deadline);
+        }
+        let slots_used = self.peers.values().filter(|p| p.unchoked).count();
+        let p = self.peers.get_mut(&peer).expect("checked above");
         if !p.unchoked {
             if slots_used >= self.config.upload_slots {
                 p.refused = Some(p.refused.map_or(deadline, |d| d.min(deadline)));
@@ -112,6 +123,43 @@ impl<T: Trust> Engine<T> {
             p.queue
                 .retain(|q| q.block != block || q.chunk < first || q.chunk >= end);
         }
+    }
+
+    /// Frees a slot for `peer`, which needs data by `deadline`, if a slot holder
+    /// needs nothing for a good while longer: a prefetching peer must not keep a
+    /// newcomer's first blocks (or a viewer about to stall) waiting. The holder's
+    /// queued requests are rejected so that it asks elsewhere at once, and it
+    /// waits among the refused for the next free slot.
+    fn preempt_slot_for(&mut self, peer: PeerId, deadline: Millis) {
+        let victim = self
+            .peers
+            .iter()
+            .filter(|(id, p)| **id != peer && p.unchoked)
+            .map(|(id, p)| (p.queue.first().map_or(Millis::NEVER, |q| q.deadline), *id))
+            .max();
+        let Some((their_deadline, victim)) = victim else {
+            return;
+        };
+        if their_deadline <= deadline + PREEMPT_GAP_MS {
+            return;
+        }
+        let p = self.peers.get_mut(&victim).expect("just found");
+        p.unchoked = false;
+        let queued = std::mem::take(&mut p.queue);
+        if their_deadline != Millis::NEVER {
+            p.refused = Some(their_deadline);
+        }
+        for q in queued {
+            self.send(
+                victim,
+                PeerMessage::Reject {
+                    block: q.block,
+                    first: q.chunk,
+                    count: 1,
+                },
+            );
+        }
+        self.send(victim, PeerMessage::Choke);
     }
 
     /// Gives a freed slot to the refused peer that needed data soonest.

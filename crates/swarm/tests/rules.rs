@@ -342,6 +342,50 @@ fn upload_slots_are_bounded_and_freed_slots_go_to_the_refused() {
 }
 
 #[test]
+fn a_newcomer_in_a_hurry_takes_the_slot_of_a_peer_that_is_not() {
+    let mut net = net();
+    let seed = net.add(Config {
+        upload_slots: 1,
+        slot_idle_ms: 60_000,
+        upload_cap: 200_000,
+        per_peer_upload_cap: 200_000,
+        ..Net::config(1)
+    });
+    net.seed_all(seed);
+    // A paused viewer prefetches without hurry and holds the only slot.
+    let idle = net.add(Net::config(2));
+    net.play(idle, 0, PlayState::Paused);
+    net.connect(seed, idle);
+    net.run_for(400);
+    let newcomer = net.add(Net::config(3));
+    net.play(newcomer, 0, PlayState::Starting);
+    net.connect(seed, newcomer);
+    net.run_for(1_000);
+    let to = |node: usize| -> Vec<String> {
+        net.nodes[seed]
+            .sent
+            .iter()
+            .filter(|s| s.1 == node)
+            .map(|s| s.2.clone())
+            .collect()
+    };
+    assert!(to(idle).iter().any(|s| s == "Choke"), "{:?}", to(idle));
+    assert!(
+        !to(newcomer).iter().any(|s| s == "Choke"),
+        "{:?}",
+        to(newcomer)
+    );
+    assert!(
+        to(newcomer).iter().any(|s| s.starts_with("Chunk")),
+        "{:?}",
+        to(newcomer)
+    );
+    net.run_for(60_000);
+    assert_eq!(net.delivered(idle), net.all_blocks());
+    assert_eq!(net.delivered(newcomer), net.all_blocks());
+}
+
+#[test]
 fn uploads_respect_the_cap_and_a_greedy_peer_cannot_starve_another() {
     let mut net = Net::new(title(30, 150_000));
     let seed = net.add(Config {
