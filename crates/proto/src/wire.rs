@@ -165,7 +165,8 @@ pub enum Message {
         leaves: Vec<Sha256Hash>,
     },
     /// Please send `count` chunks of `block` from `first`. `deadline_ms` says how
-    /// soon the sender's player needs them (ms from now; `u32::MAX` for prefetch).
+    /// long the sender waits for them (ms from now) before it fetches them
+    /// elsewhere: chunks that cannot arrive by then are refused, not sent.
     Request {
         block: BlockId,
         first: u16,

@@ -7,6 +7,13 @@
 //! their capacity, so a viewer's upload is shared among the peers it serves and
 //! congestion is real; control messages pay only latency. Content is modelled by
 //! sizes and an honesty flag ([`model`]); the engine's decisions run unchanged.
+//!
+//! For looking into a run, environment variables (all optional):
+//! `TELLY_SIM_DEBUG` prints the engines' summed stats per strategy;
+//! `TELLY_SIM_RECORDS=DIR` writes each strategy's per-viewer records to
+//! `DIR/<strategy>.jsonl`; `TELLY_SIM_TRACE_ORIGIN` logs every origin fetch with
+//! the block's state; `TELLY_SIM_TRACE_VIEWER=N` logs viewer N's messages and
+//! actions; `TELLY_SIM_TRACE_STALLS` logs stalls.
 
 pub mod baseline;
 pub mod model;
@@ -69,6 +76,18 @@ pub fn run_strategy(
     );
     if std::env::var_os("TELLY_SIM_DEBUG").is_some() {
         eprintln!("{} engine totals: {t:?}", strategy.label());
+    }
+    // Per-viewer records for analysis, one JSON object per line and strategy.
+    if let Some(dir) = std::env::var_os("TELLY_SIM_RECORDS") {
+        let path = std::path::Path::new(&dir).join(format!("{}.jsonl", strategy.label()));
+        let lines: String = records
+            .iter()
+            .filter_map(|r| serde_json::to_string(r).ok())
+            .map(|l| l + "\n")
+            .collect();
+        if let Err(error) = std::fs::write(&path, lines) {
+            eprintln!("writing {}: {error}", path.display());
+        }
     }
     (figures, series)
 }

@@ -105,7 +105,7 @@ pub fn layout_for(scenario: &Scenario) -> Arc<Layout> {
 }
 
 /// What one viewer did, for the report.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct ViewerRecord {
     pub arrived_ms: u64,
     pub left_ms: u64,

@@ -408,7 +408,15 @@ impl<T: Trust> Engine<T> {
                 }
                 count += 1;
             }
-            let deadline_ms = deadline.since(now).min(u64::from(u32::MAX)) as u32;
+            // Peers learn when we stop waiting (and go to the origin), not when
+            // the player needs the block: an uploader that cannot send a chunk
+            // by then rejects it rather than spend its upload on a copy we
+            // would throw away.
+            let chunk = self.chunk_bytes(block, usize::from(first));
+            let give_up = deadline
+                .0
+                .saturating_sub(self.margin() + self.origin_eta_ms(chunk));
+            let deadline_ms = give_up.saturating_sub(now.0).min(u64::from(u32::MAX)) as u32;
             self.send(
                 peer,
                 PeerMessage::Request {

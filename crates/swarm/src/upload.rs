@@ -11,7 +11,12 @@
 //!   per-peer cap, so one greedy peer never takes the whole uplink.
 //! - Among served peers the next chunk is the one with the earliest deadline, each
 //!   peer's deadlines pushed back by the time its recent share took at a fair rate:
-//!   a peer that claims everything is urgent still waits its turn.
+//!   a peer that claims everything is urgent still waits its turn, and pushed
+//!   back by `ALTERNATIVE_DELAY_MS` per neighbour that also holds the block (up
+//!   to ten): who can get a block nowhere else goes first.
+//! - A request's deadline is when the requester gives up on us (and goes to the
+//!   origin): a chunk that can no longer arrive by then is rejected, not sent,
+//!   so no upload is spent on copies that would be thrown away.
 //! - A relay serves chunks of a block it is still receiving as they arrive.
 
 use telly_proto::wire::{BlockId, CHUNK_SIZE, GoodbyeReason};
@@ -30,6 +35,16 @@ const LOOKAHEAD: usize = 8;
 /// gives its slot up to it.
 const PREEMPT_GAP_MS: u64 = 4_000;
 
+/// Allowance for the link (latency, a chunk ahead in the uplink) when judging
+/// whether a chunk sent now still arrives before its requester gives up.
+const SEND_SLACK_MS: f64 = 300.0;
+
+/// Rank delay per neighbour that also holds the requested block, counting at
+/// most `ALTERNATIVES_COUNTED` of them; none within the grace of the deadline.
+const ALTERNATIVE_DELAY_MS: u64 = 1_000;
+const ALTERNATIVES_COUNTED: u16 = 10;
+const ALTERNATIVES_GRACE_MS: u64 = 800;
+
 enum Readiness<C> {
     Ready(C),
     /// A relay waiting for the chunk to arrive, or a block being loaded.
@@ -38,6 +53,19 @@ enum Readiness<C> {
     Load,
     /// We do not have it and will not: reject.
     Gone,
+}
+
+/// How much later than its deadline a queued chunk ranks: a request for a
+/// block that many of our neighbours hold can likely be served by one of them,
+/// while one for a block few hold (the newest, at the front of a premiere) has
+/// nowhere else to go. Requests about to be given up are not delayed (a
+/// newcomer's first block, a viewer about to stall).
+fn alternatives_delay(avail: &[u16], q: &Queued, now: Millis) -> f64 {
+    if q.deadline.since(now) < ALTERNATIVES_GRACE_MS {
+        return 0.0;
+    }
+    let holders = avail[q.block.0 as usize].min(ALTERNATIVES_COUNTED);
+    (u64::from(holders) * ALTERNATIVE_DELAY_MS) as f64
 }
 
 impl<T: Trust> Engine<T> {
@@ -260,6 +288,7 @@ impl<T: Trust> Engine<T> {
         if cap <= 0.0 {
             return;
         }
+        let send_ms = burst / cap.min(per_peer_cap).max(1e-6);
         self.total_tokens =
             (self.total_tokens + now.since(self.total_tokens_at) as f64 * cap).min(burst);
         self.total_tokens_at = now;
@@ -294,6 +323,12 @@ impl<T: Trust> Engine<T> {
                 p.decay_recent_up(now);
                 let penalty = p.recent_up / fair_rate;
                 for q in p.queue.iter().take(LOOKAHEAD) {
+                    // Too late to reach them before they give up on us: a
+                    // copy sent now would be thrown away.
+                    if now.0 as f64 + send_ms + SEND_SLACK_MS > q.deadline.0 as f64 {
+                        gone.push((*id, q.block, q.chunk));
+                        continue;
+                    }
                     let ready = match self.layout.get(q.block) {
                         Some(_) if self.have.get(q.block.0 as usize) => {
                             match self.resident.get(&q.block) {
@@ -326,7 +361,8 @@ impl<T: Trust> Engine<T> {
                         },
                     };
                     if ready {
-                        let key = q.deadline.0 as f64 + penalty;
+                        let key =
+                            q.deadline.0 as f64 + penalty + alternatives_delay(&self.avail, q, now);
                         if best.is_none_or(|(k, _, _, _)| key < k) {
                             best = Some((key, *id, q.block, q.chunk));
                         }

@@ -386,6 +386,91 @@ fn a_newcomer_in_a_hurry_takes_the_slot_of_a_peer_that_is_not() {
 }
 
 #[test]
+fn an_uploader_rejects_a_chunk_that_cannot_arrive_before_the_requester_gives_up() {
+    let mut net = net();
+    // 64 KiB takes this seed 1.6 s to send: more than a newcomer waits.
+    let seed = net.add(Config {
+        upload_cap: 40_000,
+        per_peer_upload_cap: 40_000,
+        ..Net::config(1)
+    });
+    net.seed_all(seed);
+    net.nodes[seed].up_rate = 40.0;
+    let viewer = net.add(Net::config(2));
+    net.play(viewer, 0, PlayState::Starting);
+    net.connect(seed, viewer);
+    net.run_for(30_000);
+    let to_viewer: Vec<&String> = net.nodes[seed]
+        .sent
+        .iter()
+        .filter(|s| s.1 == viewer)
+        .map(|s| &s.2)
+        .collect();
+    assert!(
+        to_viewer
+            .iter()
+            .any(|s| s.starts_with("Reject { block: BlockId(1),")),
+        "{to_viewer:?}"
+    );
+    assert!(
+        !to_viewer
+            .iter()
+            .any(|s| s.starts_with("Chunk { block: BlockId(1),")),
+        "{to_viewer:?}"
+    );
+    // Nothing the seed spent its upload on was thrown away.
+    assert_eq!(net.nodes[viewer].engine.stats(net.now).bytes_duplicate, 0);
+    assert_eq!(net.delivered(viewer), net.all_blocks());
+}
+
+#[test]
+fn an_uploader_serves_first_the_block_its_requester_can_get_nowhere_else() {
+    let mut net = net();
+    let seed = net.add(Config {
+        upload_cap: 100_000,
+        per_peer_upload_cap: 100_000,
+        ..Net::config(1)
+    });
+    net.seed_all(seed);
+    net.nodes[seed].up_rate = 100.0;
+    // Five neighbours of the seed hold the first blocks and only share.
+    let early: Vec<BlockId> = (0..=4).map(BlockId).collect();
+    for i in 0..5 {
+        let holder = net.add(Config {
+            download: false,
+            ..Net::config(10 + i)
+        });
+        net.seed_blocks(holder, &early);
+        net.connect(seed, holder);
+    }
+    // One viewer starts at the beginning, another at block 7 (12 s), both
+    // paused: each asks the seed alone, with deadlines close together.
+    let from_start = net.add(Net::config(2));
+    let from_middle = net.add(Net::config(3));
+    net.play(from_start, 0, PlayState::Paused);
+    net.play(from_middle, 12_000, PlayState::Paused);
+    net.connect(seed, from_start);
+    net.connect(seed, from_middle);
+    net.run_for(20_000);
+    let sent = &net.nodes[seed].sent;
+    let finished = |to: usize, block: u32| {
+        sent.iter()
+            .rposition(|s| {
+                s.1 == to
+                    && s.2
+                        .starts_with(&format!("Chunk {{ block: BlockId({block}),"))
+            })
+            .expect("the seed served the block")
+    };
+    assert!(
+        finished(from_middle, 7) < finished(from_start, 1),
+        "block 7 (held by nobody else) did not overtake block 1 (held by five)"
+    );
+    net.run_for(60_000);
+    assert_eq!(net.delivered(from_start), net.all_blocks());
+}
+
+#[test]
 fn uploads_respect_the_cap_and_a_greedy_peer_cannot_starve_another() {
     let mut net = Net::new(title(30, 150_000));
     let seed = net.add(Config {

@@ -209,9 +209,16 @@ impl Net {
 
     /// Gives `node` every block, as if it had played the title before.
     pub fn seed_all(&mut self, node: usize) {
-        for (i, bytes) in self.title.bytes.clone().into_iter().enumerate() {
-            self.nodes[node].store.insert(BlockId(i as u32), bytes);
-            self.nodes[node].engine.handle_held_block(BlockId(i as u32));
+        let all = self.all_blocks();
+        self.seed_blocks(node, &all);
+    }
+
+    /// Gives `node` these blocks, as if it had played them before.
+    pub fn seed_blocks(&mut self, node: usize, blocks: &[BlockId]) {
+        for &block in blocks {
+            let bytes = self.title.bytes[block.0 as usize].clone();
+            self.nodes[node].store.insert(block, bytes);
+            self.nodes[node].engine.handle_held_block(block);
         }
     }
 
