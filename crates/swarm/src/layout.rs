@@ -6,6 +6,12 @@ use telly_proto::Manifest;
 use telly_proto::manifest::BlockEntry;
 use telly_proto::wire::{self, BlockId};
 
+/// A block still counts as needed this long after the manifest says it ends:
+/// media frames straddle block bounds (an audio frame, a video fragment), so a
+/// player stopped at 20.01 s after a seek may still need the block the manifest
+/// ends at 20.00 s.
+const BOUNDARY_SLACK_MS: u64 = 500;
+
 #[derive(Clone, Debug)]
 pub struct BlockInfo {
     pub entry: BlockEntry,
@@ -113,8 +119,10 @@ impl Layout {
     /// and every init segment.
     pub fn window(&self, position_ms: u64, horizon_ms: u64) -> std::ops::Range<usize> {
         let end_time = position_ms.saturating_add(horizon_ms);
-        // The block playing at `position_ms` is the last one starting at or before it.
-        let first_after = self.times.partition_point(|&t| t <= position_ms);
+        // The block playing at `position_ms` is the last one starting at or
+        // before it, give or take the frames that straddle block bounds.
+        let played_to = position_ms.saturating_sub(BOUNDARY_SLACK_MS);
+        let first_after = self.times.partition_point(|&t| t <= played_to);
         let mut start = first_after.saturating_sub(1);
         // Blocks of other tracks that start at the same time are needed too.
         while start > 0 && self.times[start - 1] == self.times[start] {
@@ -131,9 +139,10 @@ impl Layout {
         if b.is_init { 0 } else { b.entry.start_ms }
     }
 
-    /// True when `id` has been played past at `position_ms` (init segments never are).
+    /// True when `id` has been played past at `position_ms` (init segments never
+    /// are), by more than the frames that straddle block bounds.
     pub fn is_behind(&self, id: BlockId, position_ms: u64) -> bool {
         let b = self.info(id);
-        !b.is_init && b.entry.start_ms + b.entry.duration_ms <= position_ms
+        !b.is_init && b.entry.start_ms + b.entry.duration_ms + BOUNDARY_SLACK_MS <= position_ms
     }
 }

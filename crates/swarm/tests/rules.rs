@@ -263,6 +263,19 @@ fn requests_that_time_out_are_asked_elsewhere() {
 }
 
 #[test]
+fn a_player_just_past_a_block_bound_still_gets_the_block_before_it() {
+    // Frames straddle the manifest's bounds: after a seek to 10.01 s the player
+    // may still wait for the block the manifest ends at 10.00 s (block 5).
+    let mut net = net();
+    let viewer = net.add(Net::config(1));
+    net.play(viewer, 10_010, PlayState::Stalled);
+    net.run_for(5_000);
+    let delivered = net.delivered(viewer);
+    assert!(delivered.contains(&BlockId(5)), "{delivered:?}");
+    assert!(!delivered.contains(&BlockId(4)), "{delivered:?}");
+}
+
+#[test]
 fn a_seek_replans_at_once_and_cancels_what_is_behind() {
     let mut net = Net::new(title(40, 150_000));
     let seed = net.add(Net::config(1));
