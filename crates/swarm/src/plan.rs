@@ -32,6 +32,10 @@ const URGENT_RECHECK_MS: u64 = 250;
 /// Viewers paused by hand keep fetching, but without hurry.
 const PAUSED_SLACK_MS: u64 = 10_000;
 
+/// How long a starting viewer waits for its peers' have-maps before it takes a
+/// block none of them announced from the origin.
+const STARTUP_LOOKAROUND_MS: u64 = 300;
+
 /// Shape of the origin-fetch lead distribution: duplicates stay few for
 /// audiences at one point up to about e^λ viewers (22,000).
 const SPREAD_LAMBDA: f64 = 10.0;
@@ -237,7 +241,14 @@ impl<T: Trust> Engine<T> {
         } else {
             self.origin_eta_ms(bytes) + self.config.margin_ms + spread
         };
-        let due = deadline - lead;
+        let mut due = deadline - lead;
+        // A newcomer whose peers hold none of its first blocks has nobody to
+        // wait for once their have-maps had time to arrive: a viewer alone
+        // starts at once.
+        let for_first_frame = deadline <= self.waiting_since + self.config.startup_budget_ms;
+        if nobody_has && self.play == PlayState::Starting && for_first_frame {
+            due = due.min(self.waiting_since + STARTUP_LOOKAROUND_MS);
+        }
         if now < due {
             self.plan_wake = self.plan_wake.min(due);
             return;

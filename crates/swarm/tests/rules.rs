@@ -28,10 +28,26 @@ fn a_lone_viewer_takes_everything_from_the_origin_just_in_time() {
     for &(at, block, _, _) in &net.nodes[viewer].origin_log {
         let start = net.title.layout.deadline_time(block);
         assert!(
-            start <= at.0 + 200 + 25_000 + 2_000,
+            start <= at.0 + 200 + Config::default().origin_spread_ms + 2_000,
             "{block:?} fetched at {at:?}"
         );
     }
+}
+
+#[test]
+fn a_viewer_alone_starts_from_the_origin_at_once() {
+    let mut net = net();
+    let viewer = net.add(Net::config(1));
+    net.play(viewer, 0, PlayState::Starting);
+    net.run_for(2_000);
+    // Nobody announced its first blocks: it waits for have-maps (0.3 s), not
+    // for the whole startup budget (1.8 s).
+    let first_frame = net.nodes[viewer]
+        .delivered
+        .iter()
+        .find(|d| d.1 == BlockId(1))
+        .map(|d| d.0);
+    assert!(first_frame.is_some_and(|at| at.0 < 600), "{first_frame:?}");
 }
 
 #[test]
