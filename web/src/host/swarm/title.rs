@@ -131,6 +131,25 @@ impl TitleSwarm {
             PlayState::Starting
         };
         self.engine.handle_playhead(position_ms, state, now);
+        // The engine fetches nothing behind the playhead: a block the player
+        // still waits for there (asked for before a seek) would never come, so
+        // say so at once and let the player move on.
+        let layout = self.engine.layout();
+        let behind: Vec<BlockId> = self
+            .waiters
+            .keys()
+            .copied()
+            .filter(|block| layout.is_behind(*block, position_ms))
+            .collect();
+        for block in behind {
+            let sha = layout.info(block).entry.sha256;
+            for reply in self.waiters.remove(&block).unwrap_or_default() {
+                let _ = reply.send(Err(SwarmSource::error(
+                    sha,
+                    "behind the playhead: the swarm no longer fetches it",
+                )));
+            }
+        }
     }
 
     /// The player wants a block: at once if verified and here, else when the
