@@ -101,11 +101,13 @@ impl<T: Trust> Engine<T> {
                 },
             );
         }
-        let slots_used = self.peers.values().filter(|p| p.unchoked).count();
-        if !unchoked && slots_used >= self.config.upload_slots {
-            self.preempt_slot_for(peer, deadline);
+        let mut slots_used = self.peers.values().filter(|p| p.unchoked).count();
+        if !unchoked
+            && slots_used >= self.config.upload_slots
+            && self.preempt_slot_for(peer, deadline)
+        {
+            slots_used -= 1;
         }
-        let slots_used = self.peers.values().filter(|p| p.unchoked).count();
         let p = self.peers.get_mut(&peer).expect("checked above");
         if !p.unchoked {
             if slots_used >= self.config.upload_slots {
@@ -158,7 +160,8 @@ impl<T: Trust> Engine<T> {
     /// newcomer's first blocks (or a viewer about to stall) waiting. The holder's
     /// queued requests are rejected so that it asks elsewhere at once, and it
     /// waits among the refused for the next free slot.
-    fn preempt_slot_for(&mut self, peer: PeerId, deadline: Millis) {
+    /// Returns whether a slot was freed.
+    fn preempt_slot_for(&mut self, peer: PeerId, deadline: Millis) -> bool {
         let victim = self
             .peers
             .iter()
@@ -166,10 +169,10 @@ impl<T: Trust> Engine<T> {
             .map(|(id, p)| (p.queue.first().map_or(Millis::NEVER, |q| q.deadline), *id))
             .max();
         let Some((their_deadline, victim)) = victim else {
-            return;
+            return false;
         };
         if their_deadline <= deadline + PREEMPT_GAP_MS {
-            return;
+            return false;
         }
         let p = self.peers.get_mut(&victim).expect("just found");
         p.unchoked = false;
@@ -188,6 +191,7 @@ impl<T: Trust> Engine<T> {
             );
         }
         self.send(victim, PeerMessage::Choke);
+        true
     }
 
     /// Gives a freed slot to the refused peer that needed data soonest.

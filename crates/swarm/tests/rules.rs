@@ -373,14 +373,14 @@ fn upload_slots_are_bounded_and_freed_slots_go_to_the_refused() {
 #[test]
 fn a_newcomer_in_a_hurry_takes_the_slot_of_a_peer_that_is_not() {
     let mut net = net();
-    let seed = net.add(Config {
-        upload_slots: 1,
-        slot_idle_ms: 60_000,
-        upload_cap: 200_000,
-        per_peer_upload_cap: 200_000,
-        ..Net::config(1)
-    });
-    net.seed_all(seed);
+    let seed = net.add_capped_seed(
+        200_000,
+        Config {
+            upload_slots: 1,
+            slot_idle_ms: 60_000,
+            ..Net::config(1)
+        },
+    );
     // A paused viewer prefetches without hurry and holds the only slot.
     let idle = net.add(Net::config(2));
     net.play(idle, 0, PlayState::Paused);
@@ -418,13 +418,7 @@ fn a_newcomer_in_a_hurry_takes_the_slot_of_a_peer_that_is_not() {
 fn an_uploader_rejects_a_chunk_that_cannot_arrive_before_the_requester_gives_up() {
     let mut net = net();
     // 64 KiB takes this seed 1.6 s to send: more than a newcomer waits.
-    let seed = net.add(Config {
-        upload_cap: 40_000,
-        per_peer_upload_cap: 40_000,
-        ..Net::config(1)
-    });
-    net.seed_all(seed);
-    net.nodes[seed].up_rate = 40.0;
+    let seed = net.add_capped_seed(40_000, Net::config(1));
     let viewer = net.add(Net::config(2));
     net.play(viewer, 0, PlayState::Starting);
     net.connect(seed, viewer);
@@ -455,13 +449,7 @@ fn an_uploader_rejects_a_chunk_that_cannot_arrive_before_the_requester_gives_up(
 #[test]
 fn an_uploader_serves_first_the_block_its_requester_can_get_nowhere_else() {
     let mut net = net();
-    let seed = net.add(Config {
-        upload_cap: 100_000,
-        per_peer_upload_cap: 100_000,
-        ..Net::config(1)
-    });
-    net.seed_all(seed);
-    net.nodes[seed].up_rate = 100.0;
+    let seed = net.add_capped_seed(100_000, Net::config(1));
     // Five neighbours of the seed hold the first blocks and only share.
     let early: Vec<BlockId> = (0..=4).map(BlockId).collect();
     for i in 0..5 {
