@@ -101,6 +101,7 @@ impl Bitfield {
         }
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
         self.len as usize
     }
@@ -110,6 +111,7 @@ impl Bitfield {
     }
 
     /// False for indices past the end.
+    #[inline]
     pub fn get(&self, index: usize) -> bool {
         index < self.len() && self.bits[index / 8] & (0x80 >> (index % 8)) != 0
     }
@@ -348,6 +350,7 @@ pub fn chunk_count(block_len: u64) -> usize {
 }
 
 /// Bytes of chunk `index` of a block of `block_len` bytes (0 past the end).
+#[inline]
 pub fn chunk_len(block_len: u64, index: usize) -> usize {
     let start = index.saturating_mul(CHUNK_SIZE);
     (block_len as usize).saturating_sub(start).min(CHUNK_SIZE)

@@ -36,8 +36,8 @@ pub struct Outcome {
     /// Extra Telly variants (store-and-forward when the scenario asks).
     pub variants: Vec<Figures>,
     pub series: Series,
+    /// Of the whole process: Telly and a baseline run side by side.
     pub peak_rss_mb: f64,
-    pub rss_after_telly_mb: f64,
 }
 
 /// Runs one strategy; `progress(virtual ms, horizon ms)`.
@@ -94,34 +94,52 @@ pub fn run_strategy(
 
 /// Runs Telly and both baselines (and the relay comparison if asked). The
 /// theoretical minimum is Telly's (same arrivals and capacities in every run).
+/// Runs Telly with progress reports on this thread and the baselines (and any
+/// variant) on a second one: the machines this runs on have two cores, and the
+/// strategies share nothing.
 pub fn run_scenario(
     scenario: &Scenario,
     check_every: u64,
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Outcome {
-    let mut run = |strategy: Strategy| {
-        let label = strategy.label();
-        run_strategy(scenario, strategy, check_every, &mut |now, horizon| {
-            progress(label, now, horizon)
-        })
-    };
-    let (telly, telly_series) = run(Strategy::Telly { relay: true });
-    let rss_after_telly_mb = peak_rss_mb();
+    let mut others = vec![Strategy::OriginOnly, Strategy::P2pmlLike];
+    if scenario.compare_relay {
+        others.push(Strategy::Telly { relay: false });
+    }
+    let (telly, telly_series, others) = std::thread::scope(|scope| {
+        let background = scope.spawn(|| {
+            others
+                .into_iter()
+                .map(|strategy| {
+                    let (figures, series) =
+                        run_strategy(scenario, strategy, check_every, &mut |_, _| {});
+                    (strategy, figures, series)
+                })
+                .collect::<Vec<_>>()
+        });
+        let strategy = Strategy::Telly { relay: true };
+        let (telly, series) = run_strategy(scenario, strategy, check_every, &mut |now, horizon| {
+            progress(strategy.label(), now, horizon)
+        });
+        progress("waiting for baselines", 1, 1);
+        let others = background
+            .join()
+            .expect("the baseline thread does not panic");
+        (telly, series, others)
+    });
     let mut series = vec![(telly.strategy.clone(), telly_series)];
     let mut baselines = Vec::new();
-    for strategy in [Strategy::OriginOnly, Strategy::P2pmlLike] {
-        let (mut figures, s) = run(strategy);
+    let mut variants = Vec::new();
+    for (strategy, mut figures, s) in others {
+        series.push((figures.strategy.clone(), s));
+        if matches!(strategy, Strategy::Telly { .. }) {
+            variants.push(figures);
+            continue;
+        }
         figures.min_origin_bytes = telly.min_origin_bytes;
         figures.origin_over_min =
             figures.origin_bytes as f64 / telly.min_origin_bytes.max(1) as f64;
-        series.push((figures.strategy.clone(), s));
         baselines.push(figures);
-    }
-    let mut variants = Vec::new();
-    if scenario.compare_relay {
-        let (figures, s) = run(Strategy::Telly { relay: false });
-        series.push((figures.strategy.clone(), s));
-        variants.push(figures);
     }
     Outcome {
         telly,
@@ -129,11 +147,9 @@ pub fn run_scenario(
         variants,
         series,
         peak_rss_mb: peak_rss_mb(),
-        rss_after_telly_mb,
     }
 }
 
-/// Peak resident memory of this process (Linux), in MiB; 0 where unknown.
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use telly_sim::report::{Figures, plot};
 use telly_sim::scenario::Scenario;
+use telly_sim::world::Strategy;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -18,14 +19,18 @@ struct Args {
     /// Scenario file (TOML), e.g. bench/scenarios/sim-flash-1k.toml.
     scenario: PathBuf,
     /// Where to write the JSON report.
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "only")]
+    out: Option<PathBuf>,
     /// Where to draw the SVG plot of origin egress over time.
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Check every engine's invariants every N events (slow; 0 = never).
     #[arg(long, default_value_t = 0)]
     check_every: u64,
+    /// Run one strategy alone and print its figures (for profiling; no report):
+    /// telly, telly-store-and-forward, origin-only or p2p-media-loader-like.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 fn figures_json(f: &Figures) -> Value {
@@ -54,6 +59,24 @@ fn main() -> Result<()> {
         .with_context(|| format!("reading {}", args.scenario.display()))?;
     let scenario =
         Scenario::parse(&text).with_context(|| format!("in {}", args.scenario.display()))?;
+    if let Some(label) = &args.only {
+        let strategy = Strategy::from_label(label)
+            .with_context(|| format!("no strategy is called {label}"))?;
+        let (f, _) = telly_sim::run_strategy(&scenario, strategy, args.check_every, &mut |_, _| {});
+        eprintln!(
+            "{}: origin {:.3}× min, rebuffer {:.4} %, ttff p95 {:.2} s, {} events, wall {:.1} s",
+            f.strategy,
+            f.origin_over_min,
+            f.rebuffer_ratio * 100.0,
+            f.ttff_p95_s,
+            f.events,
+            f.wall_s
+        );
+        return Ok(());
+    }
+    let Some(out) = args.out else {
+        anyhow::bail!("--out is needed to write the report");
+    };
     let bar = ProgressBar::new(1000);
     bar.set_style(
         ProgressStyle::with_template(
@@ -92,7 +115,7 @@ fn main() -> Result<()> {
     let command = format!(
         "cargo run -p telly-sim --release -- {} --out {}{}",
         args.scenario.display(),
-        args.out.display(),
+        out.display(),
         args.plot
             .as_ref()
             .map(|p| format!(" --plot {}", p.display()))
@@ -118,19 +141,19 @@ fn main() -> Result<()> {
         "ttff_p95_s": t.ttff_p95_s,
         "wall_s": t.wall_s,
         "peak_rss_mb": outcome.peak_rss_mb,
-        "rss_after_telly_mb": outcome.rss_after_telly_mb,
-        "memory_per_viewer_kb": outcome.rss_after_telly_mb * 1024.0 / scenario.viewers as f64,
+        // An upper bound: the peak covers Telly and a baseline running side by side.
+        "memory_per_viewer_kb": outcome.peak_rss_mb * 1024.0 / scenario.viewers as f64,
         "block_duration_s": scenario.block_s,
         "telly": figures_json(t),
         "baselines": baselines,
         "variants": variants,
         "link_model": "message-level queueing: FIFO uplink and downlink per viewer at capacity, plus latency",
     });
-    if let Some(dir) = args.out.parent() {
+    if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).ok();
     }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("writing {}", out.display()))?;
     if let Some(path) = &args.plot {
         plot(
             path,

@@ -12,7 +12,7 @@
 //! viewer's downlink. Engines pace their own uploads to the viewer's upload
 //! capacity (their upload cap), as a browser's data channel flow control does.
 
-use std::cmp::Ordering;
+use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
@@ -26,6 +26,8 @@ use crate::baseline::Baseline;
 use crate::model::{Modelled, ModelledGrant, hashes_wire_len};
 use crate::node::SimNode;
 use crate::scenario::{Arrival, Scenario};
+
+mod player;
 
 /// Which logic the viewers run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +45,17 @@ impl Strategy {
             Strategy::OriginOnly => "origin-only",
             Strategy::P2pmlLike => "p2p-media-loader-like",
         }
+    }
+
+    pub fn from_label(label: &str) -> Option<Self> {
+        [
+            Strategy::Telly { relay: true },
+            Strategy::Telly { relay: false },
+            Strategy::OriginOnly,
+            Strategy::P2pmlLike,
+        ]
+        .into_iter()
+        .find(|s| s.label() == label)
     }
 }
 
@@ -180,26 +193,44 @@ enum Ev {
     Sample,
 }
 
-struct Item {
-    at: u64,
+/// The event queue: a heap of (time, sequence, slot) over a slab of events, so
+/// that the heap moves 24 bytes whatever an event carries. Equal times pop in
+/// the order they were pushed.
+#[derive(Default)]
+struct Queue {
+    heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    slots: Vec<Option<Ev>>,
+    free: Vec<u32>,
     seq: u64,
-    ev: Ev,
 }
 
-impl PartialEq for Item {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
+impl Queue {
+    fn push(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(ev);
+                slot
+            }
+            None => {
+                self.slots.push(Some(ev));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.heap.push(Reverse((at, self.seq, slot)));
     }
-}
-impl Eq for Item {}
-impl PartialOrd for Item {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
+
+    fn pop(&mut self) -> Option<(u64, Ev)> {
+        let Reverse((at, _, slot)) = self.heap.pop()?;
+        let ev = self.slots[slot as usize]
+            .take()
+            .expect("a queued slot holds its event");
+        self.free.push(slot);
+        Some((at, ev))
     }
-}
-impl Ord for Item {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
+
+    fn is_empty(&self) -> bool {
+        self.heap.is_empty()
     }
 }
 
@@ -211,8 +242,7 @@ pub struct World {
     viewers: Vec<Viewer>,
     present: Vec<u32>,
     arrivals: Vec<u32>,
-    queue: BinaryHeap<Item>,
-    seq: u64,
+    queue: Queue,
     now: u64,
     rng: Rng,
     pub origin_bytes: u64,
@@ -254,8 +284,7 @@ impl World {
         let bitrate_bytes = scenario.bitrate_kbps as f64 * 125.0;
         let title_ms = scenario.blocks() * scenario.block_s * 1000;
         let mut viewers = Vec::with_capacity(scenario.viewers);
-        let mut queue = BinaryHeap::new();
-        let mut seq = 0;
+        let mut queue = Queue::default();
         for id in 0..scenario.viewers as u32 {
             let arrive = match scenario.arrival {
                 Arrival::Flash { window_s } => (rng.unit() * window_s as f64 * 1000.0) as u64,
@@ -297,19 +326,9 @@ impl World {
                     ..ViewerRecord::default()
                 },
             });
-            seq += 1;
-            queue.push(Item {
-                at: arrive,
-                seq,
-                ev: Ev::Arrive(id),
-            });
+            queue.push(arrive, Ev::Arrive(id));
         }
-        seq += 1;
-        queue.push(Item {
-            at: 0,
-            seq,
-            ev: Ev::Sample,
-        });
+        queue.push(0, Ev::Sample);
         Self {
             scenario: scenario.clone(),
             strategy,
@@ -318,7 +337,6 @@ impl World {
             present: Vec::new(),
             arrivals: Vec::new(),
             queue,
-            seq,
             now: 0,
             rng,
             origin_bytes: 0,
@@ -351,12 +369,7 @@ impl World {
     }
 
     fn push(&mut self, at: u64, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Item {
-            at,
-            seq: self.seq,
-            ev,
-        });
+        self.queue.push(at, ev);
     }
 
     fn new_node(&mut self, id: u32) -> Box<dyn SimNode> {
@@ -409,13 +422,13 @@ impl World {
 
     /// Runs until no event is left; `progress` gets the virtual time now and then.
     pub fn run(&mut self, mut progress: impl FnMut(u64)) {
-        while let Some(item) = self.queue.pop() {
-            self.now = item.at;
+        while let Some((at, ev)) = self.queue.pop() {
+            self.now = at;
             self.events += 1;
             if self.events.is_multiple_of(65_536) {
                 progress(self.now);
             }
-            self.handle(item.ev);
+            self.handle(ev);
         }
         let now = self.now;
         for id in 0..self.viewers.len() as u32 {
@@ -680,173 +693,6 @@ impl World {
                 let at = now + self.viewers[id as usize].latency as u64 + 1;
                 self.push(at, Ev::Closed { to, from: id });
             }
-        }
-    }
-
-    // ------------------------------------------------------------ the player
-
-    fn block_ms(&self) -> u64 {
-        self.scenario.block_s * 1000
-    }
-
-    fn title_ms(&self) -> u64 {
-        self.scenario.blocks() * self.block_ms()
-    }
-
-    /// The flat id of the media block playing at `position` (the init is id 0).
-    fn block_at(&self, position: u64) -> usize {
-        1 + (position / self.block_ms()) as usize
-    }
-
-    fn delivered(&mut self, id: u32, block: BlockId) {
-        let block_bytes = self.layout.info(block).entry.size;
-        let v = &mut self.viewers[id as usize];
-        if !v.delivered[block.0 as usize] {
-            v.delivered[block.0 as usize] = true;
-            v.record.demand_bytes += block_bytes;
-        }
-        if matches!(v.state, PlayState::Starting | PlayState::Stalled) {
-            self.try_play(id);
-        }
-    }
-
-    /// Starts or resumes playback when the init and the current block are there.
-    fn try_play(&mut self, id: u32) {
-        let now = self.now;
-        let needed = self.block_at(self.viewers[id as usize].position);
-        let v = &mut self.viewers[id as usize];
-        if !(v.delivered[0] && v.delivered.get(needed).copied().unwrap_or(true)) {
-            return;
-        }
-        if v.record.ttff_ms.is_none() {
-            v.record.ttff_ms = Some(now - v.record.arrived_ms);
-        }
-        if let Some(since) = v.stall_since.take()
-            && !v.seeking
-        {
-            v.record.stall_ms += now - since;
-        }
-        v.seeking = false;
-        v.state = PlayState::Playing;
-        v.position_at = now;
-        v.player_gen += 1;
-        let generation = v.player_gen;
-        let position = v.position;
-        if let Some(node) = v.node.as_mut() {
-            node.playhead(position, PlayState::Playing, Millis(now));
-        }
-        let to_boundary = self.block_ms() - position % self.block_ms();
-        self.push(
-            now + to_boundary,
-            Ev::Boundary {
-                viewer: id,
-                generation,
-            },
-        );
-        self.drain(id);
-    }
-
-    fn boundary(&mut self, id: u32, generation: u32) {
-        let now = self.now;
-        let block_ms = self.block_ms();
-        let title_ms = self.title_ms();
-        let v = &mut self.viewers[id as usize];
-        if v.player_gen != generation || v.state != PlayState::Playing || v.node.is_none() {
-            return;
-        }
-        let position = v.position + (now - v.position_at);
-        v.record.played_ms += now - v.position_at;
-        v.position = position;
-        v.position_at = now;
-        if position >= title_ms {
-            v.state = PlayState::Paused;
-            let at = now + self.scenario.linger_s * 1000;
-            self.push(at, Ev::Leave(id));
-            return;
-        }
-        let needed = 1 + (position / block_ms) as usize;
-        if v.delivered[needed] {
-            self.push(
-                now + block_ms,
-                Ev::Boundary {
-                    viewer: id,
-                    generation,
-                },
-            );
-        } else {
-            v.state = PlayState::Stalled;
-            v.stall_since = Some(now);
-            v.record.stalls += 1;
-            if self.trace.stalls
-                && let Some(node) = v.node.as_ref()
-            {
-                eprintln!(
-                    "{now} viewer {id} stalls: {}",
-                    node.describe_block(BlockId(needed as u32), Millis(now))
-                );
-            }
-            if let Some(node) = v.node.as_mut() {
-                node.playhead(position, PlayState::Stalled, Millis(now));
-            }
-            self.drain(id);
-        }
-    }
-
-    fn seek(&mut self, id: u32) {
-        let now = self.now;
-        let block_ms = self.block_ms();
-        let v = &mut self.viewers[id as usize];
-        let Some((_, to)) = v.seek_at else {
-            return;
-        };
-        if v.node.is_none() || v.state != PlayState::Playing {
-            return;
-        }
-        v.record.played_ms += now - v.position_at;
-        let to = to - to % block_ms;
-        v.position = to;
-        v.position_at = now;
-        v.player_gen += 1;
-        v.state = PlayState::Stalled;
-        v.seeking = true;
-        v.stall_since = Some(now);
-        if let Some(node) = v.node.as_mut() {
-            node.playhead(to, PlayState::Stalled, Millis(now));
-        }
-        self.drain(id);
-        self.try_play(id);
-    }
-
-    fn leave(&mut self, id: u32, now: u64) {
-        let v = &mut self.viewers[id as usize];
-        if v.state == PlayState::Playing {
-            v.record.played_ms += now - v.position_at;
-        }
-        if let Some(since) = v.stall_since.take()
-            && !v.seeking
-        {
-            v.record.stall_ms += now - since;
-        }
-        if let Some(stats) = v.node.as_ref().and_then(|n| n.stats(Millis(now))) {
-            let t = &mut self.engine_totals;
-            t.origin_fetches += stats.origin_fetches;
-            t.origin_fetches_unheld += stats.origin_fetches_unheld;
-            t.origin_fetches_waiting += stats.origin_fetches_waiting;
-            t.requests_timed_out += stats.requests_timed_out;
-            t.bytes_duplicate += stats.bytes_duplicate;
-            t.bytes_from_origin += stats.bytes_from_origin;
-        }
-        let v = &mut self.viewers[id as usize];
-        v.node = None;
-        v.record.left_ms = now;
-        let peers = std::mem::take(&mut v.peers);
-        for peer in peers {
-            self.viewers[peer as usize].peers.retain(|p| *p != id);
-            let at = now + self.viewers[id as usize].latency as u64 + 1;
-            self.push(at, Ev::Closed { to: peer, from: id });
-        }
-        if let Some(i) = self.present.iter().position(|p| *p == id) {
-            self.present.swap_remove(i);
         }
     }
 }

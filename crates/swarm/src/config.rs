@@ -106,6 +106,9 @@ pub struct Stats {
     /// Origin fetches while starting or stalled.
     pub origin_fetches_waiting: u64,
     pub requests_timed_out: u64,
+    /// Planning and serving passes run (the engine's main costs per input).
+    pub planning_passes: u64,
+    pub serving_passes: u64,
     pub peers_connected: usize,
     pub peers_banned: usize,
     /// Handshakes refused: another swarm, another wire version, a grant that

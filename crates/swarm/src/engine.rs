@@ -1,19 +1,23 @@
 //! The engine: inputs (`handle_*`), outputs (`poll_action`, `poll_timeout`).
 //! Planning (which chunk from whom, when the origin) is in `plan.rs`, serving
-//! (whom to upload to) in `upload.rs`; this file holds the state and the inputs.
+//! (whom to upload to) in `upload.rs`, what peers say in `receive.rs`; this file
+//! holds the state and the host's inputs.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use telly_proto::Sha256Hash;
 use telly_proto::wire::{Bitfield, BlockId, GoodbyeReason, WIRE_VERSION};
 
 use crate::config::{Config, Stats};
-use crate::download::{Accepted, Partial, Source};
+use crate::download::{Partial, Source};
 use crate::layout::Layout;
 use crate::message::PeerMessage;
 use crate::peer::{Peer, PeerId, Phase};
+use crate::plan::PlanScratch;
 use crate::time::Millis;
 use crate::trust::Trust;
 
@@ -97,9 +101,9 @@ pub struct Engine<T: Trust> {
     pub(crate) have: Bitfield,
     /// For each block, how many ready peers announced it.
     pub(crate) avail: Vec<u16>,
-    pub(crate) partial: HashMap<BlockId, Partial<T>>,
+    pub(crate) partial: FxHashMap<BlockId, Partial<T>>,
     /// Bytes of recently held blocks and when each was last used.
-    pub(crate) resident: HashMap<BlockId, Resident<T>>,
+    pub(crate) resident: FxHashMap<BlockId, Resident<T>>,
     pub(crate) loading: BTreeSet<BlockId>,
     /// Origin fetches in flight: when asked and how many bytes.
     pub(crate) origin_inflight: BTreeMap<BlockId, (Millis, u64)>,
@@ -121,6 +125,7 @@ pub struct Engine<T: Trust> {
     pub(crate) actions: VecDeque<Action<T>>,
     pub(crate) stats: Stats,
     pub(crate) reason: TimeoutReason,
+    pub(crate) plan_scratch: PlanScratch,
 }
 
 impl<T: Trust> Engine<T> {
@@ -146,8 +151,8 @@ impl<T: Trust> Engine<T> {
             swarm_id,
             peers: BTreeMap::new(),
             banned: BTreeSet::new(),
-            partial: HashMap::new(),
-            resident: HashMap::new(),
+            partial: FxHashMap::default(),
+            resident: FxHashMap::default(),
             loading: BTreeSet::new(),
             origin_inflight: BTreeMap::new(),
             play: PlayState::Paused,
@@ -165,6 +170,7 @@ impl<T: Trust> Engine<T> {
             actions: VecDeque::new(),
             stats: Stats::default(),
             reason: TimeoutReason::None,
+            plan_scratch: PlanScratch::default(),
         }
     }
 
@@ -393,10 +399,12 @@ impl<T: Trust> Engine<T> {
         if self.actions.is_empty() {
             if self.dirty_plan {
                 self.dirty_plan = false;
+                self.stats.planning_passes += 1;
                 self.plan(now);
             }
             if self.dirty_upload || self.upload_wake <= now {
                 self.dirty_upload = false;
+                self.stats.serving_passes += 1;
                 self.serve(now);
             }
         }
@@ -534,357 +542,6 @@ impl<T: Trust> Engine<T> {
         if let Some(p) = self.partial.get_mut(&block) {
             p.release_origin();
         }
-    }
-
-    fn on_handshake(
-        &mut self,
-        peer: PeerId,
-        version: u8,
-        swarm_id: Sha256Hash,
-        grant: T::Grant,
-        now: Millis,
-    ) {
-        if self.peers.get(&peer).map(|p| p.phase) != Some(Phase::Handshaking) {
-            return self.drop_peer(peer, GoodbyeReason::ProtocolViolation);
-        }
-        if version != WIRE_VERSION {
-            self.stats.peers_refused += 1;
-            return self.drop_peer(peer, GoodbyeReason::VersionMismatch);
-        }
-        if swarm_id != self.swarm_id {
-            self.stats.peers_refused += 1;
-            return self.drop_peer(peer, GoodbyeReason::WrongSwarm);
-        }
-        let name = match self.trust.admit(&grant, self.unix_now(now)) {
-            Ok(name) => name,
-            Err(error) => {
-                tracing::debug!(?peer, %error, "peer refused");
-                self.stats.peers_refused += 1;
-                return self.drop_peer(peer, GoodbyeReason::BadGrant);
-            }
-        };
-        if self.banned.contains(&name) {
-            return self.drop_peer(peer, GoodbyeReason::BadData);
-        }
-        let mut announce = self.have.clone();
-        for (block, p) in &self.partial {
-            if p.announced {
-                announce.set(block.0 as usize, true);
-            }
-        }
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.phase = Phase::Ready;
-            p.name = Some(name);
-        }
-        if self.config.peer_to_peer {
-            self.send(peer, PeerMessage::HaveMap(announce));
-        }
-        self.dirty_plan = true;
-    }
-
-    fn on_have_map(&mut self, peer: PeerId, bits: Bitfield) {
-        if bits.len() != self.layout.len() {
-            return self.drop_peer(peer, GoodbyeReason::ProtocolViolation);
-        }
-        for block in bits.iter_ones() {
-            self.on_have(peer, BlockId(block as u32));
-        }
-    }
-
-    fn on_have(&mut self, peer: PeerId, block: BlockId) {
-        if block.0 as usize >= self.layout.len() {
-            return self.drop_peer(peer, GoodbyeReason::ProtocolViolation);
-        }
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        if !p.have.get(block.0 as usize) {
-            p.have.set(block.0 as usize, true);
-            self.avail[block.0 as usize] += 1;
-            if !self.has_block(block) {
-                self.dirty_plan = true;
-            }
-        }
-    }
-
-    fn on_hashes(&mut self, peer: PeerId, block: BlockId, hashes: T::Hashes) {
-        let Some(info) = self.layout.get(block) else {
-            return self.drop_peer(peer, GoodbyeReason::ProtocolViolation);
-        };
-        let entry = &info.entry;
-        let Some(partial) = self.partial.get(&block) else {
-            return;
-        };
-        if partial.hashes.is_some() {
-            return;
-        }
-        if self.trust.check_hashes(entry, &hashes) {
-            if let Some(partial) = self.partial.get_mut(&block) {
-                partial.hashes = Some(hashes);
-            }
-        } else {
-            self.drop_peer(peer, GoodbyeReason::BadData);
-        }
-    }
-
-    fn on_chunk(&mut self, peer: PeerId, block: BlockId, index: u16, data: T::Chunk, now: Millis) {
-        let Some(info) = self.layout.get(block) else {
-            return self.drop_peer(peer, GoodbyeReason::ProtocolViolation);
-        };
-        if index >= info.chunks {
-            return self.drop_peer(peer, GoodbyeReason::ProtocolViolation);
-        }
-        let entry = info.entry.clone();
-        let len = T::chunk_len(&data) as u64;
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        let late = match p.find_inflight(block, index) {
-            Some(at) => {
-                let f = p.take_inflight(at);
-                p.observe_arrival(f.sent_at, f.len, now);
-                false
-            }
-            None => {
-                if !p.cancelled.iter().any(|&(b, c)| b == block && c == index) {
-                    return self.drop_peer(peer, GoodbyeReason::ProtocolViolation);
-                }
-                p.bytes_down += len;
-                true
-            }
-        };
-        self.dirty_plan = true;
-        if self.has_block(block) {
-            self.stats.bytes_duplicate += len;
-            return;
-        }
-        let hashes = self.partial.get(&block).and_then(|p| p.hashes.clone());
-        let Some(hashes) = hashes else {
-            if late {
-                // We forgot the block (a seek) after cancelling: harmless.
-                self.stats.bytes_duplicate += len;
-                return;
-            }
-            // We asked for the hashes and got data first: the sender skipped a step.
-            return self.drop_peer(peer, GoodbyeReason::ProtocolViolation);
-        };
-        if !self
-            .trust
-            .check_chunk(&entry, &hashes, usize::from(index), &data)
-        {
-            return self.drop_peer(peer, GoodbyeReason::BadData);
-        }
-        self.stats.bytes_from_peers += len;
-        self.accept_chunk(
-            block,
-            usize::from(index),
-            data,
-            Source::Peer(peer),
-            len,
-            now,
-        );
-    }
-
-    /// Keeps a verified chunk and follows up: cancels duplicates, announces,
-    /// completes the block.
-    fn accept_chunk(
-        &mut self,
-        block: BlockId,
-        index: usize,
-        data: T::Chunk,
-        from: Source,
-        len: u64,
-        now: Millis,
-    ) {
-        let Some(partial) = self.partial.get_mut(&block) else {
-            return;
-        };
-        let first_announce = !partial.announced;
-        if self.config.relay_partial {
-            partial.announced = true;
-        }
-        let accepted = partial.accept(index, data, from);
-        let also_asked = match &accepted {
-            Accepted::Duplicate => {
-                self.stats.bytes_duplicate += len;
-                return;
-            }
-            Accepted::Kept { also_asked } | Accepted::Completed { also_asked, .. } => {
-                also_asked.clone()
-            }
-        };
-        for other in also_asked {
-            self.cancel_request(other, block, index as u16);
-        }
-        self.dirty_upload = true;
-        if let Accepted::Completed { chunks, .. } = accepted {
-            let partial = self.partial.remove(&block).expect("present above");
-            self.have.set(block.0 as usize, true);
-            let hashes = partial.hashes.expect("verified chunks imply hashes");
-            self.make_resident(block, hashes, chunks.clone(), now);
-            self.actions.push_back(Action::Store { block, chunks });
-            self.actions.push_back(Action::Deliver { block });
-            self.stats.blocks_delivered += 1;
-            if first_announce {
-                self.broadcast_have(block);
-            }
-        } else if first_announce && self.config.relay_partial {
-            self.broadcast_have(block);
-        }
-    }
-
-    pub(crate) fn broadcast_have(&mut self, block: BlockId) {
-        if !self.config.peer_to_peer {
-            return;
-        }
-        let targets: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.phase == Phase::Ready && !p.have.get(block.0 as usize))
-            .map(|(id, _)| *id)
-            .collect();
-        for peer in targets {
-            self.send(peer, PeerMessage::Have(block));
-        }
-    }
-
-    pub(crate) fn make_resident(
-        &mut self,
-        block: BlockId,
-        hashes: T::Hashes,
-        chunks: Vec<T::Chunk>,
-        now: Millis,
-    ) {
-        self.resident.insert(block, (hashes, chunks, now));
-        while self.resident.len() > self.config.resident_blocks.max(1) {
-            let oldest = self
-                .resident
-                .iter()
-                .min_by_key(|(b, (_, _, used))| (*used, **b))
-                .map(|(b, _)| *b)
-                .expect("not empty");
-            self.resident.remove(&oldest);
-        }
-    }
-
-    /// Withdraws our request for one chunk from `peer` and tells it so.
-    pub(crate) fn cancel_request(&mut self, peer: PeerId, block: BlockId, chunk: u16) {
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        if let Some(at) = p.find_inflight(block, chunk) {
-            p.take_inflight(at);
-            p.remember_cancelled(block, chunk);
-            if let Some(partial) = self.partial.get_mut(&block) {
-                partial.release_request(usize::from(chunk), peer);
-            }
-            self.send(
-                peer,
-                PeerMessage::Cancel {
-                    block,
-                    first: chunk,
-                    count: 1,
-                },
-            );
-        }
-    }
-
-    fn expire_request(
-        &mut self,
-        peer: PeerId,
-        block: BlockId,
-        chunk: u16,
-        at: Millis,
-        now: Millis,
-    ) {
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        let Some(i) = p.find_inflight(block, chunk) else {
-            return;
-        };
-        if p.inflight[i].expires != at {
-            return;
-        }
-        // A peer that keeps delivering is busy, not dead: its queue just runs long,
-        // and the planner already asks a second peer or the origin when a deadline
-        // is at risk. Only a peer silent for three timeouts loses its requests.
-        let sent = p.inflight[i].sent_at;
-        let silent_for = now.since(p.last_arrival.max(sent));
-        if silent_for < 3 * self.config.min_request_timeout_ms {
-            let expires = now + self.config.min_request_timeout_ms;
-            p.inflight[i].expires = expires;
-            self.expiries.push(Reverse((expires, peer, block, chunk)));
-            return;
-        }
-        p.penalize(self.config.initial_peer_rate as f64 / 4000.0);
-        self.stats.requests_timed_out += 1;
-        self.cancel_request(peer, block, chunk);
-        self.dirty_plan = true;
-    }
-
-    fn on_reject(&mut self, peer: PeerId, block: BlockId, first: u16, count: u16, now: Millis) {
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        p.remember_refusal(block, now + 500);
-        self.plan_wake = self.plan_wake.min(now + 500);
-        for chunk in first..first.saturating_add(count) {
-            if let Some(at) = p.find_inflight(block, chunk) {
-                p.take_inflight(at);
-                if let Some(partial) = self.partial.get_mut(&block) {
-                    partial.release_request(usize::from(chunk), peer);
-                }
-            }
-        }
-        self.dirty_plan = true;
-    }
-
-    /// Sends a goodbye, asks the host to close, forgets the peer; a peer that sent
-    /// bad data or broke the protocol is banned by name and its unverified
-    /// contributions are discarded.
-    pub(crate) fn drop_peer(&mut self, peer: PeerId, why: GoodbyeReason) {
-        if !self.peers.contains_key(&peer) {
-            return;
-        }
-        if matches!(
-            why,
-            GoodbyeReason::BadData | GoodbyeReason::ProtocolViolation
-        ) {
-            if let Some(name) = self.peers.get(&peer).and_then(|p| p.name.clone()) {
-                self.banned.insert(name);
-            }
-            let mut dropped = 0;
-            for partial in self.partial.values_mut() {
-                dropped += partial.discard_from(peer);
-            }
-            self.stats.bytes_discarded += dropped as u64 * telly_proto::wire::CHUNK_SIZE as u64;
-        }
-        self.send(peer, PeerMessage::Goodbye(why));
-        self.actions.push_back(Action::Disconnect { peer, why });
-        self.remove_peer(peer);
-    }
-
-    fn remove_peer(&mut self, peer: PeerId) {
-        let Some(p) = self.peers.remove(&peer) else {
-            return;
-        };
-        for block in p.have.iter_ones() {
-            self.avail[block] -= 1;
-        }
-        // Release every chunk that names the peer (its in-flight list may already
-        // have lost the entry that led to this removal).
-        for partial in self.partial.values_mut() {
-            for index in 0..partial.chunks.len() {
-                partial.release_request(index, peer);
-            }
-        }
-        if p.unchoked {
-            self.promote_refused();
-        }
-        self.stats.peers_connected = self.peers.len();
-        self.dirty_plan = true;
-        self.dirty_upload = true;
     }
 
     /// Forgets planned work outside the window after a seek.

@@ -20,6 +20,7 @@ mod layout;
 mod message;
 mod peer;
 mod plan;
+mod receive;
 mod time;
 mod trust;
 mod upload;

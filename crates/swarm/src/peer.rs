@@ -110,6 +110,7 @@ impl Peer {
     }
 
     /// When `bytes` more, asked now, would arrive.
+    #[inline]
     pub fn eta(&self, now: Millis, bytes: u64) -> Millis {
         let queued = (self.inflight_bytes + bytes) as f64 / self.current_rate(now).max(1e-3);
         now + (self.rtt + queued) as u64
@@ -117,6 +118,7 @@ impl Peer {
 
     /// When `bytes` more, asked now for `deadline`, would arrive, counting only what
     /// is queued for deadlines no later (the uploader serves earliest first).
+    #[inline]
     pub fn eta_before(&self, now: Millis, bytes: u64, deadline: Millis) -> Millis {
         let ahead: u64 = self
             .inflight
@@ -130,6 +132,7 @@ impl Peer {
 
     /// The rate estimate, capped by how long we have been waiting without a byte:
     /// a peer silent for a while is slower than its last measurement says.
+    #[inline]
     pub fn current_rate(&self, now: Millis) -> f64 {
         let Some(oldest) = self.inflight.iter().map(|f| f.sent_at).min() else {
             return self.rate;
@@ -146,11 +149,18 @@ impl Peer {
 
     /// Bytes worth keeping in flight: the bandwidth-delay product plus room for the
     /// uploader's own scheduling, at least two chunks.
+    #[inline]
     pub fn pipeline_bytes(&self, chunk: u64) -> u64 {
-        let bdp = self.rate * (self.rtt + 250.0);
-        (bdp as u64).clamp(2 * chunk, 32 * chunk)
+        pipeline_for(self.bdp_bytes(), chunk)
     }
 
+    /// The bandwidth-delay product plus the uploader's scheduling room.
+    #[inline]
+    pub fn bdp_bytes(&self) -> u64 {
+        (self.rate * (self.rtt + 250.0)) as u64
+    }
+
+    #[inline]
     pub fn find_inflight(&self, block: BlockId, chunk: u16) -> Option<usize> {
         self.inflight
             .iter()
@@ -179,6 +189,7 @@ impl Peer {
     }
 
     /// True when we may ask this peer for `block` now.
+    #[inline]
     pub fn may_ask(&self, block: BlockId, now: Millis) -> bool {
         self.have.get(block.0 as usize)
             && !self
@@ -223,4 +234,10 @@ impl Peer {
         self.recent_up *= (-dt / 2000.0).exp();
         self.recent_up_at = now;
     }
+}
+
+/// [`Peer::pipeline_bytes`] from a peer's [`Peer::bdp_bytes`].
+#[inline]
+pub fn pipeline_for(bdp: u64, chunk: u64) -> u64 {
+    bdp.clamp(2 * chunk, 32 * chunk)
 }

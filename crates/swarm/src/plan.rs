@@ -17,12 +17,14 @@
 //! - A peer's pipeline holds its bandwidth-delay product (at least two chunks);
 //!   urgent requests may fill it twice over.
 
-use telly_proto::wire::{BlockId, MAX_REQUEST_CHUNKS, chunk_len};
+use std::sync::Arc;
+
+use telly_proto::wire::{BlockId, CHUNK_SIZE, MAX_REQUEST_CHUNKS, chunk_len};
 
 use crate::download::ChunkState;
 use crate::engine::{Action, Engine, PlayState};
 use crate::message::PeerMessage;
-use crate::peer::{Inflight, PeerId, Phase};
+use crate::peer::{Inflight, Peer, PeerId, Phase, pipeline_for};
 use crate::time::Millis;
 use crate::trust::Trust;
 
@@ -44,7 +46,41 @@ const SPREAD_LAMBDA: f64 = 10.0;
 type Askers = (PeerId, Option<PeerId>);
 
 /// Requests decided during one planning pass, sent grouped by peer and block.
-struct Batch(Vec<(PeerId, BlockId, u16, Millis, bool)>);
+#[derive(Default)]
+pub(crate) struct Batch(Vec<(PeerId, BlockId, u16, Millis, bool)>);
+
+/// Lists one planning pass fills, kept between passes to spare allocations.
+#[derive(Default)]
+pub(crate) struct PlanScratch {
+    /// Whether any peer can be asked (see `eligible`).
+    any_eligible: bool,
+    /// Eligible peers whose pipeline may still take a chunk, in id order, with
+    /// their pipeline figures at hand. Room only shrinks while prefetching, so a
+    /// peer left out never had any.
+    roomy: Vec<Roomy>,
+    prefetch: Vec<(u16, Millis, BlockId)>,
+    batch: Batch,
+    chunks: Vec<u16>,
+    at_risk: Vec<u16>,
+}
+
+struct Roomy {
+    id: PeerId,
+    bdp: u64,
+    /// Mirrors the peer's `inflight_bytes` while prefetching.
+    inflight: u64,
+}
+
+impl PlanScratch {
+    fn clear(&mut self) {
+        self.any_eligible = false;
+        self.roomy.clear();
+        self.prefetch.clear();
+        self.batch.0.clear();
+        self.chunks.clear();
+        self.at_risk.clear();
+    }
+}
 
 impl<T: Trust> Engine<T> {
     pub(crate) fn deadline(&self, block: BlockId, position_ms: u64, now: Millis) -> Millis {
@@ -103,9 +139,11 @@ impl<T: Trust> Engine<T> {
             return;
         }
         let pos = self.position(now);
-        let mut eligible = Vec::new();
+        // Planning runs after nearly every input: its lists live on between runs.
+        let mut scratch = std::mem::take(&mut self.plan_scratch);
+        scratch.clear();
         if self.config.peer_to_peer {
-            for (id, p) in &self.peers {
+            for p in self.peers.values() {
                 if p.phase != Phase::Ready {
                     continue;
                 }
@@ -113,79 +151,98 @@ impl<T: Trust> Engine<T> {
                     self.plan_wake = self.plan_wake.min(p.backoff_until);
                     continue;
                 }
-                eligible.push(*id);
+                scratch.any_eligible = true;
             }
         }
-        let range = self.layout.window(pos, self.config.horizon_ms);
-        let blocks: Vec<BlockId> = self
-            .layout
+        let layout = Arc::clone(&self.layout);
+        let range = layout.window(pos, self.config.horizon_ms);
+        let blocks = layout
             .inits()
-            .chain(self.layout.by_time()[range].iter().copied())
-            .filter(|b| !self.has_block(*b) && !self.layout.is_behind(*b, pos))
-            .collect();
-        let mut batch = Batch(Vec::new());
-        let mut prefetch = Vec::new();
+            .chain(layout.by_time()[range].iter().copied());
         for block in blocks {
+            if self.has_block(block) || layout.is_behind(block, pos) {
+                continue;
+            }
             let deadline = self.deadline(block, pos, now);
             self.ensure_partial(block);
             let urgent = deadline <= now + self.config.urgent_window_ms;
             let avail = self.avail[block.0 as usize];
             if urgent {
-                self.plan_urgent(block, deadline, &eligible, &mut batch, now);
-            } else if avail == 0 || eligible.is_empty() {
-                let missing = self.missing_chunks(block);
-                self.consider_origin(block, deadline, &missing, now);
+                self.plan_urgent(block, deadline, &mut scratch, now);
+            } else if avail == 0 || !scratch.any_eligible {
+                if !self.origin_inflight.contains_key(&block) {
+                    self.missing_chunks(block, &mut scratch.chunks);
+                    self.consider_origin(block, deadline, &scratch.chunks, now);
+                }
             } else if self.partial[&block].unassigned > 0 {
-                prefetch.push((avail, deadline, block));
+                scratch.prefetch.push((avail, deadline, block));
             }
         }
-        prefetch.sort_unstable();
-        for (_, deadline, block) in prefetch {
-            if !self.plan_prefetch(block, deadline, &eligible, &mut batch, now) {
+        scratch.prefetch.sort_unstable();
+        // No chunk is bigger than CHUNK_SIZE, so no pipeline is longer.
+        let roomy = self
+            .eligible(now)
+            .filter(|(_, p)| p.pipeline_bytes(CHUNK_SIZE as u64) >= p.inflight_bytes)
+            .map(|(id, p)| Roomy {
+                id: *id,
+                bdp: p.bdp_bytes(),
+                inflight: p.inflight_bytes,
+            });
+        scratch.roomy.extend(roomy);
+        for i in 0..scratch.prefetch.len() {
+            let (_, deadline, block) = scratch.prefetch[i];
+            if !self.plan_prefetch(block, deadline, &mut scratch, now) {
                 break;
             }
         }
-        self.flush(batch, now);
+        self.flush(&mut scratch.batch, now);
+        self.plan_scratch = scratch;
     }
 
-    fn missing_chunks(&self, block: BlockId) -> Vec<u16> {
-        self.partial[&block]
-            .chunks
+    /// Peers that may be asked now: handshake done, not backing off.
+    fn eligible(&self, now: Millis) -> impl Iterator<Item = (&PeerId, &Peer)> {
+        self.peers
             .iter()
-            .enumerate()
-            .filter(|(_, c)| matches!(c, ChunkState::Missing))
-            .map(|(i, _)| i as u16)
-            .collect()
+            .filter(move |(_, p)| p.phase == Phase::Ready && p.backoff_until <= now)
+            .filter(|_| self.config.peer_to_peer)
+    }
+
+    fn missing_chunks(&self, block: BlockId, into: &mut Vec<u16>) {
+        into.clear();
+        into.extend(
+            self.partial[&block]
+                .chunks
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| matches!(c, ChunkState::Missing))
+                .map(|(i, _)| i as u16),
+        );
     }
 
     fn plan_urgent(
         &mut self,
         block: BlockId,
         deadline: Millis,
-        eligible: &[PeerId],
-        batch: &mut Batch,
+        scratch: &mut PlanScratch,
         now: Millis,
     ) {
         let limit = deadline - self.margin();
-        let states: Vec<(u16, Option<Askers>)> = self.partial[&block]
-            .chunks
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| match c {
-                ChunkState::Missing => Some((i as u16, None)),
-                ChunkState::Requested { first, second } => {
-                    Some((i as u16, Some((*first, *second))))
-                }
-                _ => None,
-            })
-            .collect();
-        let mut at_risk = Vec::new();
-        for (index, asked) in states {
+        scratch.at_risk.clear();
+        let chunk_count = self.partial[&block].chunks.len();
+        // Each pass changes only its own chunk's state.
+        for index in 0..chunk_count as u16 {
+            let asked: Option<Askers> = match &self.partial[&block].chunks[usize::from(index)] {
+                ChunkState::Missing => None,
+                ChunkState::Requested { first, second } => Some((*first, *second)),
+                _ => continue,
+            };
             let len = self.chunk_bytes(block, usize::from(index));
             match asked {
-                None => match self.best_peer(block, len, (deadline, limit), None, eligible, now) {
-                    Some(peer) => self.assign(peer, block, index, deadline, batch, now),
-                    None => at_risk.push(index),
+                None => match self.best_peer(block, len, (deadline, limit), None, now) {
+                    Some(peer) => {
+                        self.assign(peer, block, index, deadline, &mut scratch.batch, now)
+                    }
+                    None => scratch.at_risk.push(index),
                 },
                 Some((first, second)) => {
                     let on_time = [Some(first), second].into_iter().flatten().any(|id| {
@@ -199,13 +256,15 @@ impl<T: Trust> Engine<T> {
                     // Too slow where it was asked: a second peer (end-game), else
                     // the origin when it is due.
                     let helper = if second.is_none() {
-                        self.best_peer(block, len, (deadline, limit), Some(first), eligible, now)
+                        self.best_peer(block, len, (deadline, limit), Some(first), now)
                     } else {
                         None
                     };
                     match helper {
-                        Some(peer) => self.assign(peer, block, index, deadline, batch, now),
-                        None => at_risk.push(index),
+                        Some(peer) => {
+                            self.assign(peer, block, index, deadline, &mut scratch.batch, now)
+                        }
+                        None => scratch.at_risk.push(index),
                     }
                 }
             }
@@ -215,7 +274,7 @@ impl<T: Trust> Engine<T> {
         if self.partial[&block].missing > 0 {
             self.plan_wake = self.plan_wake.min(now + URGENT_RECHECK_MS);
         }
-        self.consider_origin(block, deadline, &at_risk, now);
+        self.consider_origin(block, deadline, &scratch.at_risk, now);
     }
 
     /// Fetches `at_risk` chunks from the origin if it is time, else sets the wake-up.
@@ -312,30 +371,53 @@ impl<T: Trust> Engine<T> {
         &mut self,
         block: BlockId,
         deadline: Millis,
-        eligible: &[PeerId],
-        batch: &mut Batch,
+        scratch: &mut PlanScratch,
         now: Millis,
     ) -> bool {
         let chunk = self.chunk_bytes(block, 0);
-        let any_room = eligible.iter().any(|id| {
-            let p = &self.peers[id];
-            p.inflight_bytes + chunk <= p.pipeline_bytes(chunk)
-        });
+        // The last chunk is the shortest: a peer without room for it has none.
+        let last = usize::from(self.layout.info(block).chunks).saturating_sub(1);
+        let shortest = self.chunk_bytes(block, last);
+        let mut any_room = false;
+        let mut holder_with_room = false;
+        for r in &scratch.roomy {
+            let pipeline = pipeline_for(r.bdp, chunk);
+            any_room |= r.inflight + chunk <= pipeline;
+            if r.inflight + shortest <= pipeline && self.peers[&r.id].may_ask(block, now) {
+                holder_with_room = true;
+            }
+            if any_room && holder_with_room {
+                break;
+            }
+        }
         if !any_room {
             return false;
         }
-        for index in self.missing_chunks(block) {
+        if !holder_with_room {
+            return true;
+        }
+        self.missing_chunks(block, &mut scratch.chunks);
+        for &index in &scratch.chunks {
             let len = self.chunk_bytes(block, usize::from(index));
-            let roomiest = eligible
+            let roomiest = scratch
+                .roomy
                 .iter()
-                .filter_map(|id| {
-                    let p = &self.peers[id];
-                    let room = p.pipeline_bytes(chunk) as i64 - (p.inflight_bytes + len) as i64;
-                    (p.may_ask(block, now) && room >= 0).then_some((room, *id))
+                .enumerate()
+                .filter_map(|(at, r)| {
+                    let room = pipeline_for(r.bdp, chunk) as i64 - (r.inflight + len) as i64;
+                    (room >= 0 && self.peers[&r.id].may_ask(block, now)).then_some((room, at))
                 })
-                .max();
+                .max_by_key(|(room, at)| (*room, scratch.roomy[*at].id));
             match roomiest {
-                Some((_, peer)) => self.assign(peer, block, index, deadline, batch, now),
+                Some((_, at)) => {
+                    let peer = scratch.roomy[at].id;
+                    self.assign(peer, block, index, deadline, &mut scratch.batch, now);
+                    let r = &mut scratch.roomy[at];
+                    r.inflight += len;
+                    if pipeline_for(r.bdp, CHUNK_SIZE as u64) < r.inflight {
+                        scratch.roomy.remove(at);
+                    }
+                }
                 None => break,
             }
         }
@@ -352,16 +434,13 @@ impl<T: Trust> Engine<T> {
         len: u64,
         (deadline, limit): (Millis, Millis),
         exclude: Option<PeerId>,
-        eligible: &[PeerId],
         now: Millis,
     ) -> Option<PeerId> {
         let chunk = self.chunk_bytes(block, 0);
-        eligible
-            .iter()
-            .filter(|id| Some(**id) != exclude)
-            .filter_map(|id| {
-                let p = &self.peers[id];
-                if !p.may_ask(block, now) || p.inflight_bytes + len > 64 * chunk {
+        self.eligible(now)
+            .filter(|(id, _)| Some(**id) != exclude)
+            .filter_map(|(id, p)| {
+                if p.inflight_bytes + len > 64 * chunk || !p.may_ask(block, now) {
                     return None;
                 }
                 let eta = p.eta_before(now, len, deadline);
@@ -406,7 +485,7 @@ impl<T: Trust> Engine<T> {
     }
 
     /// Sends the batch's requests, consecutive chunks of a block to a peer as one.
-    fn flush(&mut self, mut batch: Batch, now: Millis) {
+    fn flush(&mut self, batch: &mut Batch, now: Millis) {
         batch.0.sort_unstable_by_key(|(p, b, i, _, _)| (*p, *b, *i));
         let mut i = 0;
         while i < batch.0.len() {

@@ -1,0 +1,175 @@
+//! The simulated player: what a viewer's media element does with delivered
+//! blocks (start, play across block bounds, stall, seek) and leaving.
+
+use telly_swarm::{BlockId, Millis, PlayState};
+
+use super::{Ev, World};
+
+impl World {
+    pub(super) fn block_ms(&self) -> u64 {
+        self.scenario.block_s * 1000
+    }
+
+    pub(super) fn title_ms(&self) -> u64 {
+        self.scenario.blocks() * self.block_ms()
+    }
+
+    /// The flat id of the media block playing at `position` (the init is id 0).
+    pub(super) fn block_at(&self, position: u64) -> usize {
+        1 + (position / self.block_ms()) as usize
+    }
+
+    pub(super) fn delivered(&mut self, id: u32, block: BlockId) {
+        let block_bytes = self.layout.info(block).entry.size;
+        let v = &mut self.viewers[id as usize];
+        if !v.delivered[block.0 as usize] {
+            v.delivered[block.0 as usize] = true;
+            v.record.demand_bytes += block_bytes;
+        }
+        if matches!(v.state, PlayState::Starting | PlayState::Stalled) {
+            self.try_play(id);
+        }
+    }
+
+    /// Starts or resumes playback when the init and the current block are there.
+    pub(super) fn try_play(&mut self, id: u32) {
+        let now = self.now;
+        let needed = self.block_at(self.viewers[id as usize].position);
+        let v = &mut self.viewers[id as usize];
+        if !(v.delivered[0] && v.delivered.get(needed).copied().unwrap_or(true)) {
+            return;
+        }
+        if v.record.ttff_ms.is_none() {
+            v.record.ttff_ms = Some(now - v.record.arrived_ms);
+        }
+        if let Some(since) = v.stall_since.take()
+            && !v.seeking
+        {
+            v.record.stall_ms += now - since;
+        }
+        v.seeking = false;
+        v.state = PlayState::Playing;
+        v.position_at = now;
+        v.player_gen += 1;
+        let generation = v.player_gen;
+        let position = v.position;
+        if let Some(node) = v.node.as_mut() {
+            node.playhead(position, PlayState::Playing, Millis(now));
+        }
+        let to_boundary = self.block_ms() - position % self.block_ms();
+        self.push(
+            now + to_boundary,
+            Ev::Boundary {
+                viewer: id,
+                generation,
+            },
+        );
+        self.drain(id);
+    }
+
+    pub(super) fn boundary(&mut self, id: u32, generation: u32) {
+        let now = self.now;
+        let block_ms = self.block_ms();
+        let title_ms = self.title_ms();
+        let v = &mut self.viewers[id as usize];
+        if v.player_gen != generation || v.state != PlayState::Playing || v.node.is_none() {
+            return;
+        }
+        let position = v.position + (now - v.position_at);
+        v.record.played_ms += now - v.position_at;
+        v.position = position;
+        v.position_at = now;
+        if position >= title_ms {
+            v.state = PlayState::Paused;
+            let at = now + self.scenario.linger_s * 1000;
+            self.push(at, Ev::Leave(id));
+            return;
+        }
+        let needed = 1 + (position / block_ms) as usize;
+        if v.delivered[needed] {
+            self.push(
+                now + block_ms,
+                Ev::Boundary {
+                    viewer: id,
+                    generation,
+                },
+            );
+        } else {
+            v.state = PlayState::Stalled;
+            v.stall_since = Some(now);
+            v.record.stalls += 1;
+            if self.trace.stalls
+                && let Some(node) = v.node.as_ref()
+            {
+                eprintln!(
+                    "{now} viewer {id} stalls: {}",
+                    node.describe_block(BlockId(needed as u32), Millis(now))
+                );
+            }
+            if let Some(node) = v.node.as_mut() {
+                node.playhead(position, PlayState::Stalled, Millis(now));
+            }
+            self.drain(id);
+        }
+    }
+
+    pub(super) fn seek(&mut self, id: u32) {
+        let now = self.now;
+        let block_ms = self.block_ms();
+        let v = &mut self.viewers[id as usize];
+        let Some((_, to)) = v.seek_at else {
+            return;
+        };
+        if v.node.is_none() || v.state != PlayState::Playing {
+            return;
+        }
+        v.record.played_ms += now - v.position_at;
+        let to = to - to % block_ms;
+        v.position = to;
+        v.position_at = now;
+        v.player_gen += 1;
+        v.state = PlayState::Stalled;
+        v.seeking = true;
+        v.stall_since = Some(now);
+        if let Some(node) = v.node.as_mut() {
+            node.playhead(to, PlayState::Stalled, Millis(now));
+        }
+        self.drain(id);
+        self.try_play(id);
+    }
+
+    pub(super) fn leave(&mut self, id: u32, now: u64) {
+        let v = &mut self.viewers[id as usize];
+        if v.state == PlayState::Playing {
+            v.record.played_ms += now - v.position_at;
+        }
+        if let Some(since) = v.stall_since.take()
+            && !v.seeking
+        {
+            v.record.stall_ms += now - since;
+        }
+        if let Some(stats) = v.node.as_ref().and_then(|n| n.stats(Millis(now))) {
+            let t = &mut self.engine_totals;
+            t.origin_fetches += stats.origin_fetches;
+            t.origin_fetches_unheld += stats.origin_fetches_unheld;
+            t.origin_fetches_waiting += stats.origin_fetches_waiting;
+            t.requests_timed_out += stats.requests_timed_out;
+            t.bytes_duplicate += stats.bytes_duplicate;
+            t.bytes_from_origin += stats.bytes_from_origin;
+            t.planning_passes += stats.planning_passes;
+            t.serving_passes += stats.serving_passes;
+        }
+        let v = &mut self.viewers[id as usize];
+        v.node = None;
+        v.record.left_ms = now;
+        let peers = std::mem::take(&mut v.peers);
+        for peer in peers {
+            self.viewers[peer as usize].peers.retain(|p| *p != id);
+            let at = now + self.viewers[id as usize].latency as u64 + 1;
+            self.push(at, Ev::Closed { to: peer, from: id });
+        }
+        if let Some(i) = self.present.iter().position(|p| *p == id) {
+            self.present.swap_remove(i);
+        }
+    }
+}
