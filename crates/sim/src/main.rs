@@ -39,6 +39,19 @@ fn figures_json(f: &Figures) -> Value {
     v
 }
 
+/// One line per strategy for the terminal.
+fn summary(f: &Figures) -> String {
+    format!(
+        "{}: origin {:.3}× min, rebuffer {:.4} %, ttff p95 {:.2} s, {} events, wall {:.1} s",
+        f.strategy,
+        f.origin_over_min,
+        f.rebuffer_ratio * 100.0,
+        f.ttff_p95_s,
+        f.events,
+        f.wall_s
+    )
+}
+
 fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mem_gib = std::fs::read_to_string("/proc/meminfo")
@@ -63,15 +76,7 @@ fn main() -> Result<()> {
         let strategy = Strategy::from_label(label)
             .with_context(|| format!("no strategy is called {label}"))?;
         let (f, _) = telly_sim::run_strategy(&scenario, strategy, args.check_every, &mut |_, _| {});
-        eprintln!(
-            "{}: origin {:.3}× min, rebuffer {:.4} %, ttff p95 {:.2} s, {} events, wall {:.1} s",
-            f.strategy,
-            f.origin_over_min,
-            f.rebuffer_ratio * 100.0,
-            f.ttff_p95_s,
-            f.events,
-            f.wall_s
-        );
+        eprintln!("{}", summary(&f));
         return Ok(());
     }
     let Some(out) = args.out else {
@@ -177,13 +182,7 @@ fn main() -> Result<()> {
         t.wall_s
     );
     for b in outcome.baselines.iter().chain(&outcome.variants) {
-        eprintln!(
-            "  {}: origin {:.3}× min, rebuffer {:.4} %, ttff p95 {:.2} s",
-            b.strategy,
-            b.origin_over_min,
-            b.rebuffer_ratio * 100.0,
-            b.ttff_p95_s
-        );
+        eprintln!("  {}", summary(b));
     }
     Ok(())
 }

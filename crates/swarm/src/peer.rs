@@ -147,13 +147,6 @@ impl Peer {
         }
     }
 
-    /// Bytes worth keeping in flight: the bandwidth-delay product plus room for the
-    /// uploader's own scheduling, at least two chunks.
-    #[inline]
-    pub fn pipeline_bytes(&self, chunk: u64) -> u64 {
-        pipeline_for(self.bdp_bytes(), chunk)
-    }
-
     /// The bandwidth-delay product plus the uploader's scheduling room.
     #[inline]
     pub fn bdp_bytes(&self) -> u64 {
@@ -236,7 +229,8 @@ impl Peer {
     }
 }
 
-/// [`Peer::pipeline_bytes`] from a peer's [`Peer::bdp_bytes`].
+/// Bytes worth keeping in flight to a peer whose [`Peer::bdp_bytes`] is `bdp`:
+/// that, at least two chunks and at most 32.
 #[inline]
 pub fn pipeline_for(bdp: u64, chunk: u64) -> u64 {
     bdp.clamp(2 * chunk, 32 * chunk)

@@ -71,6 +71,13 @@ struct Roomy {
     inflight: u64,
 }
 
+impl Roomy {
+    /// No chunk is bigger than CHUNK_SIZE, so no pipeline is longer than this.
+    fn may_take_a_chunk(&self) -> bool {
+        pipeline_for(self.bdp, CHUNK_SIZE as u64) >= self.inflight
+    }
+}
+
 impl PlanScratch {
     fn clear(&mut self) {
         self.any_eligible = false;
@@ -179,15 +186,14 @@ impl<T: Trust> Engine<T> {
             }
         }
         scratch.prefetch.sort_unstable();
-        // No chunk is bigger than CHUNK_SIZE, so no pipeline is longer.
         let roomy = self
             .eligible(now)
-            .filter(|(_, p)| p.pipeline_bytes(CHUNK_SIZE as u64) >= p.inflight_bytes)
             .map(|(id, p)| Roomy {
                 id: *id,
                 bdp: p.bdp_bytes(),
                 inflight: p.inflight_bytes,
-            });
+            })
+            .filter(Roomy::may_take_a_chunk);
         scratch.roomy.extend(roomy);
         for i in 0..scratch.prefetch.len() {
             let (_, deadline, block) = scratch.prefetch[i];
@@ -201,10 +207,9 @@ impl<T: Trust> Engine<T> {
 
     /// Peers that may be asked now: handshake done, not backing off.
     fn eligible(&self, now: Millis) -> impl Iterator<Item = (&PeerId, &Peer)> {
-        self.peers
-            .iter()
-            .filter(move |(_, p)| p.phase == Phase::Ready && p.backoff_until <= now)
-            .filter(|_| self.config.peer_to_peer)
+        self.peers.iter().filter(move |(_, p)| {
+            self.config.peer_to_peer && p.phase == Phase::Ready && p.backoff_until <= now
+        })
     }
 
     fn missing_chunks(&self, block: BlockId, into: &mut Vec<u16>) {
@@ -407,14 +412,15 @@ impl<T: Trust> Engine<T> {
                     let room = pipeline_for(r.bdp, chunk) as i64 - (r.inflight + len) as i64;
                     (room >= 0 && self.peers[&r.id].may_ask(block, now)).then_some((room, at))
                 })
-                .max_by_key(|(room, at)| (*room, scratch.roomy[*at].id));
+                // `roomy` is in id order: ties go to the highest id, as ever.
+                .max();
             match roomiest {
                 Some((_, at)) => {
                     let peer = scratch.roomy[at].id;
                     self.assign(peer, block, index, deadline, &mut scratch.batch, now);
                     let r = &mut scratch.roomy[at];
                     r.inflight += len;
-                    if pipeline_for(r.bdp, CHUNK_SIZE as u64) < r.inflight {
+                    if !r.may_take_a_chunk() {
                         scratch.roomy.remove(at);
                     }
                 }
