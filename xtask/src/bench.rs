@@ -154,12 +154,12 @@ fn block_open(results: &Path) -> Result<()> {
         .as_f64()
         .context("native benchmark wrote no native_mb_s")?;
 
-    let chromedriver = sh::which("chromedriver").context("chromedriver missing")?;
+    let scratch = sh::BrowserScratch::new()?;
     let out = sh::output(
-        sh::cargo()
+        scratch
             // No `-q`: cargo would pass `--quiet` on to wasm-bindgen-test-runner,
             // which refuses it.
-            .args([
+            .apply(sh::cargo().args([
                 "test",
                 "-p",
                 "telly-web",
@@ -173,8 +173,7 @@ fn block_open(results: &Path) -> Result<()> {
                 "--",
                 "bench_block_open",
                 "--nocapture",
-            ])
-            .env("CHROMEDRIVER", chromedriver)
+            ]))?
             .env("WASM_BINDGEN_TEST_TIMEOUT", "300"),
     )?;
     let browser_mb_s = out

@@ -42,7 +42,7 @@ fn load_average() -> String {
 
 pub fn run(results: &Path) -> Result<()> {
     let _t = sh::step("bench: swarm goodput over a WebRTC data channel, against the raw channel");
-    let chromedriver = sh::which("chromedriver").context("chromedriver missing")?;
+    let scratch = sh::BrowserScratch::new()?;
     let load_before = load_average();
     // No `-q`: cargo would pass `--quiet` on to wasm-bindgen-test-runner, which
     // refuses it.
@@ -61,9 +61,10 @@ pub fn run(results: &Path) -> Result<()> {
         "--",
         "bench_goodput",
         "--nocapture",
-    ])
-    .env("CHROMEDRIVER", chromedriver)
-    .env("WASM_BINDGEN_TEST_TIMEOUT", "300");
+    ]);
+    scratch
+        .apply(&mut cmd)?
+        .env("WASM_BINDGEN_TEST_TIMEOUT", "300");
     eprintln!(
         "    $ cargo test -p telly-web --release --features bench --target wasm32-unknown-unknown --test browser_goodput -- bench_goodput --nocapture"
     );

@@ -46,17 +46,16 @@ pub fn run(results: &Path) -> Result<()> {
 
     {
         let netns = test::Netns::create();
+        let scratch = sh::BrowserScratch::new()?;
         let mut cmd = match &netns {
             Some(ns) => ns.exec(&test_bin),
             None => Command::new(&test_bin),
         };
-        cmd.env("TELLY_BIN", &built.telly)
+        scratch
+            .apply(&mut cmd)?
+            .env("TELLY_BIN", &built.telly)
             .env("TELLY_WEB_DIR", &built.web_dir)
             .env("TELLY_ARTIFACTS", &artifacts)
-            .env(
-                "CHROMEDRIVER",
-                sh::which("chromedriver").context("chromedriver missing")?,
-            )
             .env("TELLY_BENCH_SOURCE", &source)
             .env("TELLY_BENCH_OUT", &raw_path)
             .args(["tab_swarm", "--exact", "--ignored", "--test-threads", "1"])

@@ -111,3 +111,41 @@ pub fn cargo() -> Command {
 pub fn is_root() -> bool {
     output(Command::new("id").arg("-u")).is_ok_and(|s| s.trim() == "0")
 }
+
+/// A TMPDIR for Chromium and chromedriver under `target/`, emptied when dropped.
+///
+/// wasm-bindgen-test-runner ends chromedriver without closing its session, and
+/// Chromium then leaves its whole profile (about 66 MB) behind in TMPDIR: a
+/// test run left some 140 of them in /tmp, enough to fill a CI disk. With
+/// TMPDIR pointed here they go with the run, whatever way it ends.
+pub struct BrowserScratch {
+    dir: PathBuf,
+}
+
+impl BrowserScratch {
+    pub fn new() -> Result<Self> {
+        let dir = repo_root()
+            .join("target")
+            .join("browser-tmp")
+            .join(std::process::id().to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("could not make {}", dir.display()))?;
+        Ok(Self { dir })
+    }
+
+    /// Points `cmd`'s browsers at Debian's chromedriver and at this scratch folder.
+    pub fn apply<'c>(&self, cmd: &'c mut Command) -> Result<&'c mut Command> {
+        let chromedriver =
+            which("chromedriver").context("chromedriver is not installed (cargo xtask setup)")?;
+        Ok(cmd
+            .env("CHROMEDRIVER", chromedriver)
+            .env("TMPDIR", &self.dir))
+    }
+}
+
+impl Drop for BrowserScratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

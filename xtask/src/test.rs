@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use crate::{build, setup, sh};
 
@@ -52,16 +52,16 @@ pub fn run(lint: bool, e2e_filter: Option<&str>) -> Result<()> {
     }
     {
         let _t = sh::step("test: telly-web in headless Chromium (wasm-bindgen-test)");
+        let scratch = sh::BrowserScratch::new()?;
         sh::run(
-            sh::cargo()
-                .args([
+            scratch
+                .apply(sh::cargo().args([
                     "test",
                     "-p",
                     "telly-web",
                     "--target",
                     "wasm32-unknown-unknown",
-                ])
-                .env("CHROMEDRIVER", chromedriver()?)
+                ]))?
                 .env("WASM_BINDGEN_TEST_TIMEOUT", "120"),
         )?;
     }
@@ -71,15 +71,17 @@ pub fn run(lint: bool, e2e_filter: Option<&str>) -> Result<()> {
     let artifacts = sh::repo_root().join("target").join("test-artifacts");
     std::fs::create_dir_all(&artifacts)?;
     let netns = Netns::create();
+    let scratch = sh::BrowserScratch::new()?;
     for bin in binaries {
         let mut cmd = match &netns {
             Some(ns) => ns.exec(&bin),
             None => Command::new(&bin),
         };
-        cmd.env("TELLY_BIN", &built.telly)
+        scratch
+            .apply(&mut cmd)?
+            .env("TELLY_BIN", &built.telly)
             .env("TELLY_WEB_DIR", &built.web_dir)
             .env("TELLY_ARTIFACTS", &artifacts)
-            .env("CHROMEDRIVER", chromedriver()?)
             .args(["--test-threads", "1"]);
         if let Some(f) = e2e_filter {
             cmd.arg(f);
@@ -88,10 +90,6 @@ pub fn run(lint: bool, e2e_filter: Option<&str>) -> Result<()> {
     }
     eprintln!("    screenshots and logs: {}", artifacts.display());
     Ok(())
-}
-
-fn chromedriver() -> Result<PathBuf> {
-    sh::which("chromedriver").context("chromedriver is not installed (cargo xtask setup)")
 }
 
 /// Builds the e2e test binaries and returns their paths, so they can run inside
