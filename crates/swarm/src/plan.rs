@@ -6,7 +6,8 @@
 //! - Urgent blocks (deadline within `urgent_window_ms`) go in deadline order; each
 //!   chunk goes to the peer expected to deliver it soonest (its measured rate and
 //!   queue), if that is before the deadline less `margin_ms`. A chunk already asked
-//!   of a peer that now looks too slow is asked of a second one (end-game).
+//!   of a peer that now looks too slow moves to one that makes it (cancelled at
+//!   the first); in the title's last urgent window it is asked of both (end-game).
 //! - Chunks no peer can deliver in time are fetched from the origin, but only once
 //!   the deadline is so near that the origin itself just makes it; a block that no
 //!   connected peer holds is fetched a seeded random amount earlier
@@ -258,8 +259,9 @@ impl<T: Trust> Engine<T> {
                     if on_time {
                         continue;
                     }
-                    // Too slow where it was asked: a second peer (end-game), else
-                    // the origin when it is due.
+                    // Too slow where it was asked: moved to a peer that makes
+                    // it (in the end-game asked of both), else the origin when
+                    // it is due.
                     let helper = if second.is_none() {
                         self.best_peer(block, len, (deadline, limit), Some(first), now)
                     } else {
@@ -267,6 +269,9 @@ impl<T: Trust> Engine<T> {
                     };
                     match helper {
                         Some(peer) => {
+                            if !self.in_end_game(block) {
+                                self.cancel_request(first, block, index);
+                            }
                             self.assign(peer, block, index, deadline, &mut scratch.batch, now)
                         }
                         None => scratch.at_risk.push(index),
@@ -280,6 +285,19 @@ impl<T: Trust> Engine<T> {
             self.plan_wake = self.plan_wake.min(now + URGENT_RECHECK_MS);
         }
         self.consider_origin(block, deadline, &scratch.at_risk, now);
+    }
+
+    /// The title's last urgent window: a chunk too slow in coming is asked of a
+    /// second peer while the first keeps it, since nothing after it needs the
+    /// upload a duplicate costs. Anywhere else the request moves: a late
+    /// estimate is usually a busy uploader, not a lost one, and asking two at
+    /// once sent as many duplicate bytes as the origin sent in all (on demand,
+    /// 1,000 viewers).
+    fn in_end_game(&self, block: BlockId) -> bool {
+        self.layout
+            .duration_ms()
+            .saturating_sub(self.layout.deadline_time(block))
+            <= self.config.urgent_window_ms
     }
 
     /// Fetches `at_risk` chunks from the origin if it is time, else sets the wake-up.

@@ -279,6 +279,90 @@ fn requests_that_time_out_are_asked_elsewhere() {
 }
 
 #[test]
+fn a_chunk_too_slow_in_coming_moves_to_another_peer_instead_of_being_asked_twice() {
+    // Thirty blocks: the title's last urgent window (the end-game) is far from
+    // the first ones.
+    let (net, viewer, mute) = mute_and_good_peer(0);
+    assert!(net.delivered(viewer).contains(&BlockId(10)));
+    let (moved, asked_twice) = moved_and_asked_twice(&net, viewer, mute);
+    assert!(moved > 0);
+    assert_eq!(asked_twice, 0);
+}
+
+#[test]
+fn in_the_titles_last_seconds_a_slow_chunk_is_asked_of_two_peers() {
+    // End-game: the viewer starts 6 s before the end of the 60 s title.
+    let (net, viewer, mute) = mute_and_good_peer(54_000);
+    assert!(net.delivered(viewer).contains(&BlockId(30)));
+    let (_, asked_twice) = moved_and_asked_twice(&net, viewer, mute);
+    assert!(asked_twice > 0);
+}
+
+/// A viewer playing from `position_ms` of a 30-block title, between a peer that
+/// never answers a request and one that does.
+fn mute_and_good_peer(position_ms: u64) -> (Net, usize, usize) {
+    let mut net = Net::new(title(30, 150_000));
+    let mute = net.add_capped_seed(400_000, Net::config(1));
+    net.nodes[mute].mute = true;
+    let good = net.add_capped_seed(400_000, Net::config(2));
+    let viewer = net.add(Net::config(3));
+    net.connect(mute, viewer);
+    net.connect(good, viewer);
+    net.run_for(100);
+    net.play(viewer, position_ms, PlayState::Starting);
+    net.run_for(500);
+    net.play(viewer, position_ms, PlayState::Playing);
+    net.run_for(15_000);
+    (net, viewer, mute)
+}
+
+/// From the viewer's own words: chunks asked of another peer after being
+/// cancelled at the mute one, and chunks asked of another while still asked of
+/// the mute one.
+fn moved_and_asked_twice(net: &Net, viewer: usize, mute: usize) -> (usize, usize) {
+    let mut at_mute = std::collections::HashSet::new();
+    let (mut moved, mut asked_twice) = (0, 0);
+    for (_, to, what) in &net.nodes[viewer].sent {
+        let Some((kind, block, first, count)) = request_or_cancel(what) else {
+            continue;
+        };
+        for chunk in first..first + count {
+            match (kind, *to == mute) {
+                ("Request", true) => {
+                    at_mute.insert((block, chunk));
+                }
+                ("Cancel", true) => {
+                    if at_mute.remove(&(block, chunk)) {
+                        moved += 1;
+                    }
+                }
+                ("Request", false) if at_mute.contains(&(block, chunk)) => asked_twice += 1,
+                _ => {}
+            }
+        }
+    }
+    (moved, asked_twice)
+}
+
+/// `("Request" | "Cancel", block, first, count)` from a logged message.
+fn request_or_cancel(logged: &str) -> Option<(&'static str, u32, u16, u16)> {
+    let kind = ["Request", "Cancel"]
+        .into_iter()
+        .find(|k| logged.starts_with(&format!("{k} {{")))?;
+    let number = |after: &str| -> Option<u64> {
+        let rest = &logged[logged.find(after)? + after.len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    Some((
+        kind,
+        number("BlockId(")? as u32,
+        number("first: ")? as u16,
+        number("count: ")? as u16,
+    ))
+}
+
+#[test]
 fn a_player_just_past_a_block_bound_still_gets_the_block_before_it() {
     // Frames straddle the manifest's bounds: after a seek to 10.01 s the player
     // may still wait for the block the manifest ends at 10.00 s (block 5).
