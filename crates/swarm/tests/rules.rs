@@ -331,11 +331,7 @@ fn moved_and_asked_twice(net: &Net, viewer: usize, mute: usize) -> (usize, usize
                 ("Request", true) => {
                     at_mute.insert((block, chunk));
                 }
-                ("Cancel", true) => {
-                    if at_mute.remove(&(block, chunk)) {
-                        moved += 1;
-                    }
-                }
+                ("Cancel", true) => moved += usize::from(at_mute.remove(&(block, chunk))),
                 ("Request", false) if at_mute.contains(&(block, chunk)) => asked_twice += 1,
                 _ => {}
             }
