@@ -1,9 +1,13 @@
 //! The tracker's choice of peers for one member of a swarm: pure, seeded, and
 //! tested directly.
 //!
-//! A peer is *useful* to another by the milliseconds of title time one holds and
-//! the other still needs within its lookahead window (`[playhead, playhead +
-//! lookahead)`), counted both ways: the joiner can fetch from it, or serve it.
+//! A peer is *useful* to a member by the milliseconds of the member's lookahead
+//! window (`[playhead, playhead + lookahead)`) it holds and the member lacks:
+//! what the member can fetch from it. Only that direction counts. A member that
+//! could serve another is found by that other when it asks, as its source;
+//! counting both directions handed viewers on demand peers behind them, which
+//! could give them nothing, and their next blocks came from the origin (in the
+//! simulator, 1,000 viewers on demand: 63x the minimum against 14x).
 //! Candidates are ranked by usefulness, coarsened into buckets so that near-equal
 //! peers tie, and ties are broken by a random key drawn from the caller's seeded
 //! RNG: two joiners at the same playhead get different, equally good peers, so no
@@ -28,7 +32,11 @@ impl Default for TrackerConfig {
     fn default() -> Self {
         Self {
             peers_per_answer: 8,
-            explore_slots: 2,
+            // Half: sources chosen by usefulness alone pile onto the viewers
+            // just ahead while those further along sit idle (in the simulator,
+            // 1,000 viewers on demand: 24x the minimum with a quarter random,
+            // 13x with half).
+            explore_slots: 4,
             // About 30 two-second blocks: what a streaming peer fetches next.
             lookahead_ms: 60_000,
         }
@@ -47,8 +55,9 @@ fn want_window(peer: &HaveSummary, lookahead_ms: u64) -> Option<Span> {
     })
 }
 
-/// Milliseconds of `needer`'s window that `holder` holds and `needer` does not.
-fn can_give(holder: &HaveSummary, needer: &HaveSummary, lookahead_ms: u64) -> u64 {
+/// How useful `holder` is to `needer`: milliseconds of `needer`'s window that
+/// `holder` holds and `needer` does not.
+pub fn usefulness(holder: &HaveSummary, needer: &HaveSummary, lookahead_ms: u64) -> u64 {
     let Some(window) = want_window(needer, lookahead_ms) else {
         return 0;
     };
@@ -67,9 +76,14 @@ fn can_give(holder: &HaveSummary, needer: &HaveSummary, lookahead_ms: u64) -> u6
         .sum()
 }
 
-/// How useful `a` and `b` are to each other, in milliseconds of title time.
-pub fn usefulness(a: &HaveSummary, b: &HaveSummary, lookahead_ms: u64) -> u64 {
-    can_give(a, b, lookahead_ms).saturating_add(can_give(b, a, lookahead_ms))
+/// How far ahead of `member` the `holder` plays, in lookahead windows: a source
+/// just ahead shares the member's next blocks for longest (one far ahead
+/// reaches the end and leaves first). Not playing, or behind: last.
+fn lead(holder: &HaveSummary, member: &HaveSummary, lookahead_ms: u64) -> u64 {
+    match (holder.playhead_ms, member.playhead_ms) {
+        (Some(theirs), Some(ours)) if theirs >= ours => (theirs - ours) / lookahead_ms.max(1),
+        _ => u64::MAX,
+    }
 }
 
 fn level(usefulness_ms: u64, lookahead_ms: u64) -> u64 {
@@ -86,28 +100,34 @@ pub fn choose<'a>(
     candidates: impl IntoIterator<Item = (&'a PeerId, &'a HaveSummary)>,
     config: &TrackerConfig,
 ) -> Vec<&'a PeerId> {
-    let mut ranked: Vec<(u64, u64, &PeerId)> = candidates
+    let mut ranked: Vec<(u64, u64, u64, &PeerId)> = candidates
         .into_iter()
         .map(|(id, have)| {
-            let useful = usefulness(member, have, config.lookahead_ms);
-            (level(useful, config.lookahead_ms), rng.next_u64(), id)
+            let useful = usefulness(have, member, config.lookahead_ms);
+            (
+                level(useful, config.lookahead_ms),
+                lead(have, member, config.lookahead_ms),
+                rng.next_u64(),
+                id,
+            )
         })
         .collect();
-    // Most useful level first; within a level, the random key decides.
-    ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    // Most useful level first; within a level the nearest lead, then the
+    // random key.
+    ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
 
     let useful_slots = config.peers_per_answer.saturating_sub(config.explore_slots);
     let useful_taken = ranked
         .iter()
         .take(useful_slots)
-        .take_while(|(level, _, _)| *level > 0)
+        .take_while(|(level, _, _, _)| *level > 0)
         .count();
-    let mut chosen: Vec<&PeerId> = ranked[..useful_taken].iter().map(|r| r.2).collect();
+    let mut chosen: Vec<&PeerId> = ranked[..useful_taken].iter().map(|r| r.3).collect();
     let mut rest = ranked.split_off(useful_taken);
     // Explore picks ignore usefulness: order the rest by their random key alone.
-    rest.sort_unstable_by_key(|r| r.1);
+    rest.sort_unstable_by_key(|r| r.2);
     let room = config.peers_per_answer.saturating_sub(chosen.len());
-    chosen.extend(rest.into_iter().take(room).map(|r| r.2));
+    chosen.extend(rest.into_iter().take(room).map(|r| r.3));
     chosen
 }
 
@@ -135,21 +155,26 @@ mod tests {
     }
 
     #[test]
-    fn usefulness_counts_what_one_holds_and_the_other_needs() {
+    fn usefulness_counts_what_the_holder_has_of_the_needers_next_minute() {
         let lookahead = 60_000;
         let fresh = holding(Some(600_000), &[]);
         let ahead = holding(Some(650_000), &[(590_000, 700_000)]);
         let far_behind = holding(Some(10_000), &[(0, 100_000)]);
-        assert_eq!(usefulness(&fresh, &ahead, lookahead), 60_000);
-        // The fresh peer holds nothing far_behind needs, and far_behind holds
-        // nothing near the fresh peer's playhead.
-        assert_eq!(usefulness(&fresh, &far_behind, lookahead), 0);
+        assert_eq!(usefulness(&ahead, &fresh, lookahead), 60_000);
+        // Far behind holds nothing near the fresh peer's playhead.
+        assert_eq!(usefulness(&far_behind, &fresh, lookahead), 0);
+        // A peer behind that could be served is not a source: it finds us
+        // when it asks.
+        let just_behind = holding(Some(580_000), &[(500_000, 590_000)]);
+        assert_eq!(usefulness(&just_behind, &ahead, lookahead), 0);
+        assert_eq!(usefulness(&ahead, &just_behind, lookahead), 50_000);
         // What the needer already holds does not count.
         let half_done = holding(Some(600_000), &[(600_000, 630_000)]);
-        assert_eq!(usefulness(&half_done, &ahead, lookahead), 30_000);
+        assert_eq!(usefulness(&ahead, &half_done, lookahead), 30_000);
         // A seeder that is not playing is useful only as a source.
         let seeder = holding(None, &[(0, 7_200_000)]);
         assert_eq!(usefulness(&seeder, &fresh, lookahead), 60_000);
+        assert_eq!(usefulness(&fresh, &seeder, lookahead), 0);
         assert_eq!(usefulness(&seeder, &seeder, lookahead), 0);
     }
 
@@ -177,6 +202,31 @@ mod tests {
             best.sort();
             assert_eq!(best, vec![peer(0), peer(1), peer(2)], "seed {seed}");
             assert!(chosen[3] >= &peer(10));
+        }
+    }
+
+    #[test]
+    fn among_equally_useful_sources_those_just_ahead_come_first() {
+        let config = TrackerConfig {
+            peers_per_answer: 2,
+            explore_slots: 0,
+            lookahead_ms: 60_000,
+        };
+        // All three hold the joiner's next minute; the one far ahead will
+        // reach the end and leave long before the two just ahead.
+        let members: BTreeMap<_, _> = [
+            (peer(1), holding(Some(900_000), &[(0, 900_000)])),
+            (peer(2), holding(Some(130_000), &[(0, 170_000)])),
+            (peer(3), holding(Some(140_000), &[(0, 180_000)])),
+        ]
+        .into_iter()
+        .collect();
+        let joiner = holding(Some(100_000), &[(0, 100_000)]);
+        for seed in 0..10 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut chosen = choose(&mut rng, &joiner, &members, &config);
+            chosen.sort();
+            assert_eq!(chosen, vec![&peer(2), &peer(3)], "seed {seed}");
         }
     }
 

@@ -2,6 +2,8 @@
 
 use telly_swarm::{Action, BlockId, Engine, Millis, PeerId, PeerMessage, PlayState};
 
+use telly_proto::signal::HaveSummary;
+
 use crate::model::Modelled;
 
 /// One simulated viewer's swarm logic, driven like the engine's contract says:
@@ -21,6 +23,14 @@ pub trait SimNode {
     fn stats(&self, now: Millis) -> Option<telly_swarm::Stats>;
     fn describe_block(&self, _block: BlockId, _now: Millis) -> String {
         String::new()
+    }
+    /// What a tab running this node would announce to the tracker.
+    fn have_summary(&self, _playhead_ms: Option<u64>) -> HaveSummary {
+        HaveSummary::default()
+    }
+    /// Connected peers this node can fetch from (see `Engine::sources`).
+    fn sources(&self, _now: Millis) -> Option<usize> {
+        None
     }
 }
 
@@ -60,5 +70,11 @@ impl SimNode for Engine<Modelled> {
     }
     fn describe_block(&self, block: BlockId, now: Millis) -> String {
         Engine::describe_block(self, block, now)
+    }
+    fn have_summary(&self, playhead_ms: Option<u64>) -> HaveSummary {
+        Engine::have_summary(self, playhead_ms)
+    }
+    fn sources(&self, now: Millis) -> Option<usize> {
+        Engine::sources(self, now)
     }
 }

@@ -28,6 +28,7 @@ use crate::node::SimNode;
 use crate::scenario::{Arrival, Scenario};
 
 mod player;
+mod tracker;
 
 /// Which logic the viewers run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +82,23 @@ impl Rng {
     }
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n.max(1) as u64) as usize
+    }
+}
+
+/// So that the tracker's own code (which takes any RNG) draws from the world's.
+impl rand_core::RngCore for Rng {
+    fn next_u32(&mut self) -> u32 {
+        (Rng::next_u64(self) >> 32) as u32
+    }
+    fn next_u64(&mut self) -> u64 {
+        Rng::next_u64(self)
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        rand_core::impls::fill_bytes_via_next(self, dest)
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
     }
 }
 
@@ -190,6 +208,8 @@ enum Ev {
     },
     Leave(u32),
     Seek(u32),
+    /// A Telly viewer's periodic word with the tracker (see `world::tracker`).
+    Announce(u32),
     Sample,
 }
 
@@ -505,6 +525,7 @@ impl World {
                 }
             }
             Ev::Seek(id) => self.seek(id),
+            Ev::Announce(id) => self.announce(id),
             Ev::Sample => {
                 self.samples
                     .push((now as f64 / 1000.0, self.origin_bytes, self.present.len()));
@@ -530,6 +551,9 @@ impl World {
         if self.strategy != Strategy::OriginOnly {
             self.find_peers(id);
         }
+        if matches!(self.strategy, Strategy::Telly { .. }) {
+            self.push(now + tracker::ANNOUNCE_MS, Ev::Announce(id));
+        }
         self.present.push(id);
         self.arrivals.push(id);
         let v = &mut self.viewers[id as usize];
@@ -538,45 +562,6 @@ impl World {
             .expect("just arrived")
             .playhead(0, PlayState::Starting, Millis(now));
         self.drain(id);
-    }
-
-    /// The tracker: half the peers among recent arrivals (near the joiner's
-    /// playhead), half from everyone present; never full viewers or duplicates.
-    fn find_peers(&mut self, id: u32) {
-        let want = self.scenario.peers;
-        let max = self.scenario.max_peers;
-        let mut tries = 0;
-        while self.viewers[id as usize].peers.len() < want && tries < want * 6 {
-            tries += 1;
-            let recent = tries % 2 == 0;
-            let pool: &[u32] = if recent {
-                let n = self.arrivals.len();
-                &self.arrivals[n.saturating_sub(4 * want)..]
-            } else {
-                &self.present
-            };
-            if pool.is_empty() {
-                break;
-            }
-            let other = pool[self.rng.below(pool.len())];
-            let o = &self.viewers[other as usize];
-            if other == id
-                || o.node.is_none()
-                || o.peers.len() >= max
-                || self.viewers[id as usize].peers.contains(&other)
-            {
-                continue;
-            }
-            self.viewers[id as usize].peers.push(other);
-            self.viewers[other as usize].peers.push(id);
-            let now = Millis(self.now);
-            for (a, b) in [(id, other), (other, id)] {
-                if let Some(node) = self.viewers[a as usize].node.as_mut() {
-                    node.connected(PeerId(u64::from(b)), now);
-                }
-            }
-            self.drain(other);
-        }
     }
 
     fn drain(&mut self, id: u32) {

@@ -29,6 +29,7 @@ pub struct Layout {
     /// `start_ms` of each entry of `by_time` (init segments count as time 0).
     times: Vec<u64>,
     duration_ms: u64,
+    tracks: usize,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -69,12 +70,23 @@ impl Layout {
             .map(|b| b.entry.start_ms + b.entry.duration_ms)
             .max()
             .unwrap_or(0);
+        let tracks = blocks
+            .iter()
+            .map(|b| usize::from(b.track) + 1)
+            .max()
+            .unwrap_or(0);
         Ok(Self {
             blocks,
             by_time,
             times,
             duration_ms,
+            tracks,
         })
+    }
+
+    /// Tracks with blocks (their numbers run from zero).
+    pub fn track_count(&self) -> usize {
+        self.tracks
     }
 
     pub fn len(&self) -> usize {

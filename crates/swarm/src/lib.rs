@@ -21,6 +21,7 @@ mod message;
 mod peer;
 mod plan;
 mod receive;
+mod summary;
 mod time;
 mod trust;
 mod upload;

@@ -46,8 +46,11 @@ const PING_MS: f64 = 15_000.0;
 /// No frame from signalling for this long: the socket is taken as dead.
 const SIGNAL_SILENCE_MS: f64 = 40_000.0;
 const MAX_BACKOFF_MS: f64 = 30_000.0;
-/// Links per title this tab aims for (dialled or accepted).
+/// Links per title this tab aims for (dialled or accepted), and sources among
+/// them (peers holding blocks it will need).
 const TARGET_PEERS: usize = 8;
+/// Links per title beyond which a tab short of sources stops asking for more.
+const MAX_LINKS: usize = 24;
 /// Renew a grant this long before it expires.
 const GRANT_RENEW_S: u64 = 120;
 
@@ -239,7 +242,7 @@ impl Hub {
         }
         if ms >= self.next_announce {
             self.next_announce = ms + ANNOUNCE_MS;
-            self.announce();
+            self.announce(now);
             self.renew_grants();
         }
         if ms >= self.next_report {
@@ -298,7 +301,7 @@ impl Hub {
                 signature: telly_proto::signing::SignatureHex(String::new()),
             };
             let engine = Engine::new(config, layout, trust, placeholder, swarm);
-            let title = TitleSwarm::new(manifest.title_id.clone(), swarm, manifest, engine);
+            let title = TitleSwarm::new(manifest.title_id.clone(), swarm, engine);
             self.titles.insert(swarm, title);
             self.request_grant(swarm);
             self.spread_upload_cap();
@@ -400,7 +403,7 @@ impl Hub {
         }
     }
 
-    fn announce(&mut self) {
+    fn announce(&mut self, now: Millis) {
         let mut messages = Vec::new();
         for title in self.titles.values() {
             if !title.joined {
@@ -410,7 +413,12 @@ impl Hub {
                 swarm_id: title.swarm_id,
                 have: title.have_summary(),
             });
-            if title.links.by_peer.len() < TARGET_PEERS && !title.engine.layout().is_empty() {
+            let links = title.links.by_peer.len();
+            // A tab far into a title is everyone's source while its own
+            // sources, further along, finish and leave: count those.
+            let short_of_sources = title.engine.sources(now).is_some_and(|n| n < TARGET_PEERS);
+            let short = links < TARGET_PEERS || (short_of_sources && links < MAX_LINKS);
+            if short && !title.engine.layout().is_empty() {
                 let exclude = title.links.by_peer.keys().take(64).cloned().collect();
                 messages.push(ClientMessage::FindPeers {
                     swarm_id: title.swarm_id,

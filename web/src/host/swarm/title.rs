@@ -15,9 +15,9 @@ use std::rc::Rc;
 
 use futures::channel::{mpsc, oneshot};
 use js_sys::Uint8Array;
-use telly_proto::signal::{HaveSummary, PeerId as SignalPeer, Span};
+use telly_proto::Sha256Hash;
+use telly_proto::signal::{HaveSummary, PeerId as SignalPeer};
 use telly_proto::wire::{self, CHUNK_SIZE, GoodbyeReason, Message};
-use telly_proto::{Manifest, Sha256Hash};
 use telly_swarm::{Action, BlockId, Engine, Millis, PeerMessage, PlayState, Signed, Stats};
 use web_sys::HtmlVideoElement;
 
@@ -50,7 +50,6 @@ pub struct Reported {
 pub struct TitleSwarm {
     pub title_id: String,
     pub swarm_id: Sha256Hash,
-    pub manifest: Rc<Manifest>,
     pub engine: Engine<Signed>,
     pub links: Links,
     pub joined: bool,
@@ -73,12 +72,7 @@ pub struct TitleSwarm {
 }
 
 impl TitleSwarm {
-    pub fn new(
-        title_id: String,
-        swarm_id: Sha256Hash,
-        manifest: Rc<Manifest>,
-        engine: Engine<Signed>,
-    ) -> Self {
+    pub fn new(title_id: String, swarm_id: Sha256Hash, engine: Engine<Signed>) -> Self {
         let by_sha = engine
             .layout()
             .by_time()
@@ -88,7 +82,6 @@ impl TitleSwarm {
         Self {
             title_id,
             swarm_id,
-            manifest,
             engine,
             links: Links::default(),
             joined: false,
@@ -383,54 +376,13 @@ impl TitleSwarm {
         self.ready_order.retain(|b| self.ready.contains_key(b));
     }
 
-    /// What this tab holds, in title time, for the tracker: spans where every
-    /// track's blocks are held.
+    /// What this tab holds, in title time, for the tracker.
     pub fn have_summary(&self) -> HaveSummary {
-        let mut per_track: Vec<Vec<Span>> = Vec::new();
-        let layout = self.engine.layout();
-        let mut track_spans: HashMap<u16, Vec<Span>> = HashMap::new();
-        for id in layout.by_time() {
-            let info = layout.info(*id);
-            if info.is_init || !self.engine.has_block(*id) {
-                continue;
-            }
-            let span = Span {
-                start_ms: info.entry.start_ms,
-                end_ms: info.entry.start_ms + info.entry.duration_ms,
-            };
-            let spans = track_spans.entry(info.track).or_default();
-            match spans.last_mut() {
-                Some(last) if last.end_ms >= span.start_ms => {
-                    last.end_ms = last.end_ms.max(span.end_ms)
-                }
-                _ => spans.push(span),
-            }
-        }
-        per_track.extend(track_spans.into_values());
-        let tracks = self.manifest.tracks.len();
-        let mut spans = if per_track.len() == tracks {
-            per_track.pop().unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        for other in &per_track {
-            spans = intersect(&spans, other);
-        }
-        // The largest spans when there are too many, kept in time order.
-        if spans.len() > telly_proto::signal::MAX_HAVE_SPANS {
-            let mut by_size = spans.clone();
-            by_size.sort_by_key(|s| std::cmp::Reverse(s.len_ms()));
-            by_size.truncate(telly_proto::signal::MAX_HAVE_SPANS);
-            by_size.sort_by_key(|s| s.start_ms);
-            spans = by_size;
-        }
-        HaveSummary {
-            playhead_ms: self
-                .video
-                .as_ref()
-                .map(|v| (v.current_time().max(0.0) * 1000.0) as u64),
-            spans,
-        }
+        let playhead_ms = self
+            .video
+            .as_ref()
+            .map(|v| (v.current_time().max(0.0) * 1000.0) as u64);
+        self.engine.have_summary(playhead_ms)
     }
 
     /// Takes a one-second sample and publishes the snapshot.
@@ -494,50 +446,4 @@ fn concat(chunks: &[std::sync::Arc<[u8]>]) -> Uint8Array {
         at += chunk.len() as u32;
     }
     bytes
-}
-
-fn intersect(a: &[Span], b: &[Span]) -> Vec<Span> {
-    let mut out = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        let start = a[i].start_ms.max(b[j].start_ms);
-        let end = a[i].end_ms.min(b[j].end_ms);
-        if start < end {
-            out.push(Span {
-                start_ms: start,
-                end_ms: end,
-            });
-        }
-        if a[i].end_ms < b[j].end_ms {
-            i += 1;
-        } else {
-            j += 1;
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use wasm_bindgen_test::wasm_bindgen_test;
-
-    use super::{Span, intersect};
-
-    fn spans(list: &[(u64, u64)]) -> Vec<Span> {
-        list.iter()
-            .map(|&(start_ms, end_ms)| Span { start_ms, end_ms })
-            .collect()
-    }
-
-    #[wasm_bindgen_test]
-    fn a_span_counts_only_where_every_track_is_held() {
-        let video = spans(&[(0, 4_000), (6_000, 10_000)]);
-        let audio = spans(&[(0, 2_000), (3_000, 8_000)]);
-        assert_eq!(
-            intersect(&video, &audio),
-            spans(&[(0, 2_000), (3_000, 4_000), (6_000, 8_000)])
-        );
-        assert_eq!(intersect(&video, &[]), Vec::new());
-        assert_eq!(intersect(&video, &spans(&[(4_000, 6_000)])), Vec::new());
-    }
 }

@@ -1,0 +1,150 @@
+//! The tracker: which peers a viewer is given when it joins or runs short.
+//!
+//! Telly's viewers get what Telly's signalling server gives a tab: the same
+//! [`telly_signalling::tracker::choose`], ranking candidates by how much of the
+//! viewer's next minute of title they hold (from the engine's own have-summary,
+//! as a tab announces it), with the tracker's share of each answer random. It looks at a
+//! random sample of the viewers present, not all of them: reading every
+//! viewer's holdings at each join would cost a 10,000-viewer run more than its
+//! viewers do, and a tracker at scale samples too. The baselines keep the
+//! simple tracker they were measured with: half the peers among recent arrivals
+//! (near the joiner's playhead), half from everyone present.
+
+use telly_proto::signal::{HaveSummary, PeerId as SignalPeer};
+use telly_signalling::tracker::{self, TrackerConfig};
+use telly_swarm::{Millis, PeerId, PlayState};
+
+use super::{Strategy, World};
+
+/// Viewers the tracker looks at per answer.
+const SAMPLE: usize = 128;
+
+/// How often a Telly viewer asks for more peers while it has fewer sources than
+/// the scenario's count of peers, as a tab does at each have-announcement.
+pub(super) const ANNOUNCE_MS: u64 = 5_000;
+
+impl World {
+    /// Gives `id` peers up to the scenario's count; never full viewers or duplicates.
+    pub(super) fn find_peers(&mut self, id: u32) {
+        match self.strategy {
+            Strategy::Telly { .. } => self.find_useful_peers(id),
+            Strategy::OriginOnly | Strategy::P2pmlLike => self.find_nearby_peers(id),
+        }
+    }
+
+    pub(super) fn announce(&mut self, id: u32) {
+        if self.viewers[id as usize].node.is_none() {
+            return;
+        }
+        self.find_peers(id);
+        self.push(self.now + ANNOUNCE_MS, super::Ev::Announce(id));
+    }
+
+    /// Asks for as many sources as the viewer lacks, within its peer limit.
+    fn find_useful_peers(&mut self, id: u32) {
+        let v = &self.viewers[id as usize];
+        let Some(node) = v.node.as_ref() else {
+            return;
+        };
+        let sources = node.sources(Millis(self.now)).unwrap_or(0);
+        let room = (self.scenario.peers.saturating_sub(sources))
+            .min(self.scenario.max_peers.saturating_sub(v.peers.len()));
+        if room == 0 {
+            return;
+        }
+        let mut sample: Vec<u32> = if self.present.len() <= SAMPLE {
+            self.present.clone()
+        } else {
+            (0..SAMPLE)
+                .map(|_| self.present[self.rng.below(self.present.len())])
+                .collect()
+        };
+        sample.sort_unstable();
+        sample.dedup();
+        sample.retain(|&other| self.may_link(id, other));
+        let candidates: Vec<(SignalPeer, HaveSummary)> = sample
+            .iter()
+            .map(|&other| (signal_peer(other), self.have_summary(other)))
+            .collect();
+        let me = self.have_summary(id);
+
+        let tab = TrackerConfig::default();
+        let config = TrackerConfig {
+            peers_per_answer: room,
+            explore_slots: room * tab.explore_slots / tab.peers_per_answer.max(1),
+            ..tab
+        };
+        let chosen: Vec<u32> = tracker::choose(
+            &mut self.rng,
+            &me,
+            candidates.iter().map(|(p, s)| (p, s)),
+            &config,
+        )
+        .into_iter()
+        .filter_map(|p| u32::from_str_radix(p.as_str(), 16).ok())
+        .collect();
+        for other in chosen {
+            self.link(id, other);
+        }
+    }
+
+    fn find_nearby_peers(&mut self, id: u32) {
+        let want = self.scenario.peers;
+        let mut tries = 0;
+        while self.viewers[id as usize].peers.len() < want && tries < want * 6 {
+            tries += 1;
+            let recent = tries % 2 == 0;
+            let pool: &[u32] = if recent {
+                let n = self.arrivals.len();
+                &self.arrivals[n.saturating_sub(4 * want)..]
+            } else {
+                &self.present
+            };
+            if pool.is_empty() {
+                break;
+            }
+            let other = pool[self.rng.below(pool.len())];
+            if self.may_link(id, other) {
+                self.link(id, other);
+            }
+        }
+    }
+
+    fn may_link(&self, id: u32, other: u32) -> bool {
+        let o = &self.viewers[other as usize];
+        other != id
+            && o.node.is_some()
+            && o.peers.len() < self.scenario.max_peers
+            && !self.viewers[id as usize].peers.contains(&other)
+    }
+
+    fn link(&mut self, id: u32, other: u32) {
+        self.viewers[id as usize].peers.push(other);
+        self.viewers[other as usize].peers.push(id);
+        let now = Millis(self.now);
+        for (a, b) in [(id, other), (other, id)] {
+            if let Some(node) = self.viewers[a as usize].node.as_mut() {
+                node.connected(PeerId(u64::from(b)), now);
+            }
+        }
+        self.drain(other);
+    }
+
+    /// What the viewer's tab would announce: its holdings and its playhead.
+    fn have_summary(&self, id: u32) -> HaveSummary {
+        let v = &self.viewers[id as usize];
+        let playhead = if v.state == PlayState::Playing {
+            v.position + (self.now - v.position_at)
+        } else {
+            v.position
+        };
+        v.node
+            .as_ref()
+            .map(|n| n.have_summary(Some(playhead)))
+            .unwrap_or_default()
+    }
+}
+
+fn signal_peer(id: u32) -> SignalPeer {
+    SignalPeer::parse(&format!("{id:016x}")).expect("sixteen hex digits make a peer id")
+}

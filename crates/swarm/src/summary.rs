@@ -1,0 +1,114 @@
+//! What an engine holds, in title time, as the tracker reads it: the spans where
+//! every track's blocks are held (a browser tab announces it, the simulator's
+//! tracker reads it the same way).
+
+use telly_proto::signal::{HaveSummary, MAX_HAVE_SPANS, Span};
+
+use crate::engine::Engine;
+use crate::peer::Phase;
+use crate::time::Millis;
+use crate::trust::Trust;
+
+impl<T: Trust> Engine<T> {
+    /// The held spans of title time, at most [`MAX_HAVE_SPANS`] (the longest,
+    /// in time order), with the player's position when it is playing.
+    pub fn have_summary(&self, playhead_ms: Option<u64>) -> HaveSummary {
+        let layout = self.layout();
+        let mut per_track: Vec<Vec<Span>> = vec![Vec::new(); layout.track_count()];
+        for id in layout.by_time() {
+            let info = layout.info(*id);
+            if info.is_init || !self.has_block(*id) {
+                continue;
+            }
+            let span = Span {
+                start_ms: info.entry.start_ms,
+                end_ms: info.entry.start_ms + info.entry.duration_ms,
+            };
+            let spans = &mut per_track[usize::from(info.track)];
+            match spans.last_mut() {
+                Some(last) if last.end_ms >= span.start_ms => {
+                    last.end_ms = last.end_ms.max(span.end_ms)
+                }
+                _ => spans.push(span),
+            }
+        }
+        let mut tracks = per_track.into_iter();
+        let mut spans = tracks.next().unwrap_or_default();
+        for other in tracks {
+            spans = intersect(&spans, &other);
+        }
+        if spans.len() > MAX_HAVE_SPANS {
+            spans.sort_by_key(|s| std::cmp::Reverse(s.len_ms()));
+            spans.truncate(MAX_HAVE_SPANS);
+            spans.sort_by_key(|s| s.start_ms);
+        }
+        HaveSummary { playhead_ms, spans }
+    }
+
+    /// Connected peers holding a block of the window ahead (playhead to
+    /// horizon) that we lack: those we can fetch from; `None` when the engine
+    /// is not downloading. A host asks its tracker for more peers when these
+    /// run short, however many others are connected: a viewer far into a
+    /// title is everyone's source, and its own sources, further along, leave
+    /// first.
+    pub fn sources(&self, now: Millis) -> Option<usize> {
+        if !self.config.download {
+            return None;
+        }
+        let layout = self.layout();
+        let window = &layout.by_time()[layout.window(self.position(now), self.config.horizon_ms)];
+        let lacking: Vec<usize> = window
+            .iter()
+            .filter(|b| !self.has_block(**b))
+            .map(|b| b.0 as usize)
+            .collect();
+        let sources = self
+            .peers
+            .values()
+            .filter(|p| p.phase == Phase::Ready && lacking.iter().any(|&b| p.have.get(b)))
+            .count();
+        Some(sources)
+    }
+}
+
+/// The parts of title time covered by both lists (each sorted and disjoint).
+fn intersect(a: &[Span], b: &[Span]) -> Vec<Span> {
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let start_ms = a[i].start_ms.max(b[j].start_ms);
+        let end_ms = a[i].end_ms.min(b[j].end_ms);
+        if start_ms < end_ms {
+            out.push(Span { start_ms, end_ms });
+        }
+        if a[i].end_ms < b[j].end_ms {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Span, intersect};
+
+    fn spans(list: &[(u64, u64)]) -> Vec<Span> {
+        list.iter()
+            .map(|&(start_ms, end_ms)| Span { start_ms, end_ms })
+            .collect()
+    }
+
+    #[test]
+    fn a_span_counts_only_where_every_track_is_held() {
+        let video = spans(&[(0, 4_000), (6_000, 10_000)]);
+        let audio = spans(&[(0, 2_000), (3_000, 8_000)]);
+        assert_eq!(
+            intersect(&video, &audio),
+            spans(&[(0, 2_000), (3_000, 4_000), (6_000, 8_000)])
+        );
+        assert_eq!(intersect(&video, &[]), Vec::new());
+        assert_eq!(intersect(&video, &spans(&[(4_000, 6_000)])), Vec::new());
+    }
+}
