@@ -167,6 +167,8 @@ struct Viewer {
     position_at: u64,
     /// The player waits after a seek; that wait is not a rebuffer.
     seeking: bool,
+    /// The have-summary last read by the tracker, and when (see `world::tracker`).
+    summary: Option<(u64, telly_proto::signal::HaveSummary)>,
     stall_since: Option<u64>,
     player_gen: u32,
     timer_at: u64,
@@ -335,6 +337,7 @@ impl World {
                 position: 0,
                 position_at: arrive,
                 seeking: false,
+                summary: None,
                 stall_since: None,
                 player_gen: 0,
                 timer_at: u64::MAX,

@@ -62,10 +62,10 @@ impl World {
         sample.sort_unstable();
         sample.dedup();
         sample.retain(|&other| self.may_link(id, other));
-        let candidates: Vec<(SignalPeer, HaveSummary)> = sample
-            .iter()
-            .map(|&other| (signal_peer(other), self.have_summary(other)))
-            .collect();
+        let mut candidates: Vec<(SignalPeer, HaveSummary)> = Vec::with_capacity(sample.len());
+        for &other in &sample {
+            candidates.push((signal_peer(other), self.have_summary(other)));
+        }
         let me = self.have_summary(id);
 
         let tab = TrackerConfig::default();
@@ -130,18 +130,28 @@ impl World {
         self.drain(other);
     }
 
-    /// What the viewer's tab would announce: its holdings and its playhead.
-    fn have_summary(&self, id: u32) -> HaveSummary {
-        let v = &self.viewers[id as usize];
+    /// What the viewer's tab last announced: its holdings as of the last
+    /// announcement period (a tab announces every `ANNOUNCE_MS`; reading them
+    /// afresh at every join cost a 10,000-viewer run more than all else),
+    /// and its playhead now.
+    fn have_summary(&mut self, id: u32) -> HaveSummary {
+        let now = self.now;
+        let v = &mut self.viewers[id as usize];
         let playhead = if v.state == PlayState::Playing {
-            v.position + (self.now - v.position_at)
+            v.position + (now - v.position_at)
         } else {
             v.position
         };
-        v.node
-            .as_ref()
-            .map(|n| n.have_summary(Some(playhead)))
-            .unwrap_or_default()
+        let Some(node) = v.node.as_ref() else {
+            return HaveSummary::default();
+        };
+        let (at, mut summary) = match v.summary.take() {
+            Some((at, summary)) if now < at + ANNOUNCE_MS => (at, summary),
+            _ => (now, node.have_summary(None)),
+        };
+        summary.playhead_ms = Some(playhead);
+        v.summary = Some((at, summary.clone()));
+        summary
     }
 }
 
