@@ -282,7 +282,7 @@ fn requests_that_time_out_are_asked_elsewhere() {
 fn a_chunk_too_slow_in_coming_moves_to_another_peer_instead_of_being_asked_twice() {
     // Thirty blocks: the title's last urgent window (the end-game) is far from
     // the first ones.
-    let (net, viewer, mute) = mute_and_good_peer(0);
+    let (net, viewer, mute) = mute_and_good_peer(0, 500);
     assert!(net.delivered(viewer).contains(&BlockId(10)));
     let (moved, asked_twice) = moved_and_asked_twice(&net, viewer, mute);
     assert!(moved > 0);
@@ -292,15 +292,15 @@ fn a_chunk_too_slow_in_coming_moves_to_another_peer_instead_of_being_asked_twice
 #[test]
 fn in_the_titles_last_seconds_a_slow_chunk_is_asked_of_two_peers() {
     // End-game: the viewer starts 6 s before the end of the 60 s title.
-    let (net, viewer, mute) = mute_and_good_peer(54_000);
+    let (net, viewer, mute) = mute_and_good_peer(54_000, 500);
     assert!(net.delivered(viewer).contains(&BlockId(30)));
     let (_, asked_twice) = moved_and_asked_twice(&net, viewer, mute);
     assert!(asked_twice > 0);
 }
 
-/// A viewer playing from `position_ms` of a 30-block title, between a peer that
-/// never answers a request and one that does.
-fn mute_and_good_peer(position_ms: u64) -> (Net, usize, usize) {
+/// A viewer starting at `position_ms` of a 30-block title for `starting_ms`,
+/// then playing, between a peer that never answers a request and one that does.
+fn mute_and_good_peer(position_ms: u64, starting_ms: u64) -> (Net, usize, usize) {
     let mut net = Net::new(title(30, 150_000));
     let mute = net.add_capped_seed(400_000, Net::config(1));
     net.nodes[mute].mute = true;
@@ -310,7 +310,7 @@ fn mute_and_good_peer(position_ms: u64) -> (Net, usize, usize) {
     net.connect(good, viewer);
     net.run_for(100);
     net.play(viewer, position_ms, PlayState::Starting);
-    net.run_for(500);
+    net.run_for(starting_ms);
     net.play(viewer, position_ms, PlayState::Playing);
     net.run_for(15_000);
     (net, viewer, mute)
