@@ -292,10 +292,10 @@ impl<T: Trust> Engine<T> {
     /// second peer while the first keeps it, since nothing after it needs the
     /// upload a duplicate costs; so is the block a starting or stalled player
     /// waits for (`waits_for`: moving those put the median first frame of a
-    /// premiere at 1.56 s against 1.17 s). Anywhere else the request moves: a late estimate is
-    /// usually a busy uploader, not a lost one, and asking two at once sent as
-    /// many duplicate bytes as the origin sent in all (on demand, 1,000
-    /// viewers).
+    /// premiere at 1.56 s against 1.17 s). Anywhere else the request moves: a
+    /// late estimate is usually a busy uploader, not a lost one, and asking two
+    /// at once sent as many duplicate bytes as the origin sent in all (on
+    /// demand, 1,000 viewers).
     fn in_end_game(&self, block: BlockId) -> bool {
         self.layout
             .duration_ms()
@@ -341,8 +341,7 @@ impl<T: Trust> Engine<T> {
         // A newcomer whose peers hold none of its first blocks has nobody to
         // wait for once their have-maps had time to arrive: a viewer alone
         // starts at once.
-        let for_first_frame = deadline <= self.waiting_since + self.config.startup_budget_ms;
-        if nobody_has && self.play == PlayState::Starting && for_first_frame {
+        if nobody_has && self.play == PlayState::Starting && self.waits_for(deadline) {
             due = due.min(self.waiting_since + STARTUP_LOOKAROUND_MS);
         }
         if now < due {
