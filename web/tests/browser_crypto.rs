@@ -6,7 +6,7 @@
 mod common;
 
 use common::{js, random_bytes, random_key, reference_seal, reference_sha256};
-use telly_web::host::crypto::{BlockKey, CryptoError, sha256};
+use telly_web::host::crypto::{BlockKey, CryptoError, merkle_leaves, sha256};
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -18,6 +18,27 @@ async fn digest_agrees_with_sha2() {
         assert_eq!(
             sha256(&js(&data)).await.unwrap(),
             reference_sha256(&data),
+            "length {len}"
+        );
+    }
+}
+
+#[wasm_bindgen_test]
+async fn merkle_leaves_agree_with_sha2() {
+    let piece = telly_proto::merkle::PIECE_SIZE;
+    for len in [
+        0,
+        1,
+        piece - 1,
+        piece,
+        piece + 1,
+        5 * piece + 77,
+        512 * 1024,
+    ] {
+        let data = random_bytes(len);
+        assert_eq!(
+            merkle_leaves(&js(&data)).await.unwrap(),
+            telly_proto::merkle::leaves(&data),
             "length {len}"
         );
     }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use common::random_bytes;
 use ed25519_dalek::SigningKey;
 use futures::StreamExt;
-use futures::channel::mpsc::UnboundedReceiver;
+use futures::channel::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use futures::future::{Either, select};
 use gloo_timers::future::TimeoutFuture;
 use telly_proto::manifest::{
@@ -33,7 +33,8 @@ use telly_proto::manifest::{
 use telly_proto::wire::{self, Message};
 use telly_proto::{Grant, KeyId, ProviderPublicKey, Sha256Hash, SignedGrant, merkle};
 use telly_swarm::{
-    Action, BlockId, Config, Engine, Layout, Millis, PeerId, PeerMessage, PlayState, Signed,
+    Action, BlockId, Config, Engine, Fetched, Layout, Millis, PeerId, PeerMessage, PlayState,
+    Signed,
 };
 use telly_web::host::rtc::{
     HIGH_WATER_BYTES, LinkEvent, PeerLink, RtcOptions, is_loopback_candidate,
@@ -244,6 +245,10 @@ struct End<'t> {
     events: UnboundedReceiver<LinkEvent>,
     /// The engine's name for the other end.
     other: PeerId,
+    /// Blocks read back from the "store" and hashed by WebCrypto, as
+    /// web/src/host/swarm/title.rs's `load` does.
+    loaded_tx: UnboundedSender<(BlockId, Fetched)>,
+    loaded: UnboundedReceiver<(BlockId, Fetched)>,
     outbox: VecDeque<Vec<u8>>,
     outbox_bytes: usize,
     /// What the engine stored, by block.
@@ -275,8 +280,9 @@ struct Spent {
     input: f64,
     /// `poll_action`: where the engine plans requests and serves chunks.
     poll: f64,
-    /// Answering `Load`: a copy from the "store" and `handle_loaded` (which
-    /// verifies the whole block again).
+    /// Answering `Load`: a copy from the "store", starting WebCrypto's hashes of
+    /// its pieces, then `handle_loaded` with them (which checks them against the
+    /// signed root).
     load: f64,
     /// `PeerLink::send` and the channel's flow control.
     send: f64,
@@ -319,12 +325,15 @@ impl<'t> End<'t> {
         other: PeerId,
     ) -> Self {
         let blocks = engine.layout().len();
+        let (loaded_tx, loaded) = mpsc::unbounded();
         Self {
             title,
             engine,
             link,
             events,
             other,
+            loaded_tx,
+            loaded,
             outbox: VecDeque::new(),
             outbox_bytes: 0,
             stored: vec![None; blocks],
@@ -369,6 +378,9 @@ impl<'t> End<'t> {
         while let Ok(event) = self.events.try_recv() {
             self.on_event(event, now);
         }
+        while let Ok((block, fetched)) = self.loaded.try_recv() {
+            self.on_loaded(block, fetched, now);
+        }
         let t = now_ms();
         if self.engine.poll_timeout().is_some_and(|at| at <= now) {
             self.engine.handle_timeout(now);
@@ -384,6 +396,13 @@ impl<'t> End<'t> {
             self.engine.handle_origin_failed(block, now);
         }
         self.spent.input += now_ms() - t;
+    }
+
+    fn on_loaded(&mut self, block: BlockId, fetched: Fetched, now: Millis) {
+        let t = now_ms();
+        assert!(fetched.leaves.is_some(), "WebCrypto hashed the block");
+        self.engine.handle_loaded(block, fetched, now);
+        self.spent.load += now_ms() - t;
     }
 
     /// When this end wants to be woken.
@@ -425,10 +444,15 @@ impl<'t> End<'t> {
                         .push((now + ORIGIN_FAILS_AFTER_MS, block));
                 }
                 Action::Load { block } => {
-                    // The store hands back a copy, as IndexedDB would.
+                    // The store hands back a copy, as IndexedDB would, and
+                    // WebCrypto hashes its pieces while the page goes on.
                     let t = now_ms();
-                    let bytes = self.title.bytes[block.0 as usize].clone();
-                    self.engine.handle_loaded(block, bytes, now);
+                    let bytes = js_sys::Uint8Array::from(&self.title.bytes[block.0 as usize][..]);
+                    let done = self.loaded_tx.clone();
+                    wasm_bindgen_futures::spawn_local(async move {
+                        let fetched = telly_web::host::crypto::with_leaves(&bytes).await;
+                        let _ = done.unbounded_send((block, fetched));
+                    });
                     self.loads += 1;
                     self.spent.load += now_ms() - t;
                 }
@@ -572,21 +596,29 @@ async fn swarm_run(
         let wait = wake.map_or(250, |at| at.0.saturating_sub(clock().0).clamp(1, 250));
         let before = now_ms();
         let timeout = TimeoutFuture::new(wait as u32);
-        let event = match select(select(seeder.events.next(), viewer.events.next()), timeout).await
-        {
-            Either::Left((Either::Left((e, _)), _)) => Some((true, e)),
-            Either::Left((Either::Right((e, _)), _)) => Some((false, e)),
+        let links = select(seeder.events.next(), viewer.events.next());
+        let event = match select(select(links, seeder.loaded.next()), timeout).await {
+            Either::Left((Either::Left((Either::Left((e, _)), _)), _)) => Some((true, Ok(e))),
+            Either::Left((Either::Left((Either::Right((e, _)), _)), _)) => Some((false, Ok(e))),
+            Either::Left((Either::Right((loaded, _)), _)) => Some((true, Err(loaded))),
             Either::Right(_) => None,
         };
         waited += now_ms() - before;
-        if let Some((to_seeder, event)) = event {
-            let event = event.expect("a link's events ended");
-            let now = clock();
-            if to_seeder {
-                seeder.on_event(event, now);
-            } else {
-                viewer.on_event(event, now);
+        let now = clock();
+        match event {
+            Some((_, Err(loaded))) => {
+                let (block, fetched) = loaded.expect("the seeder keeps its sender");
+                seeder.on_loaded(block, fetched, now);
             }
+            Some((to_seeder, Ok(event))) => {
+                let event = event.expect("a link's events ended");
+                if to_seeder {
+                    seeder.on_event(event, now);
+                } else {
+                    viewer.on_event(event, now);
+                }
+            }
+            None => {}
         }
     }
     let end = now_ms();

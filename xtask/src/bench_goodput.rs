@@ -156,7 +156,8 @@ pub fn run(results: &Path) -> Result<()> {
         "Both ends run in one headless Chromium renderer (one page: its main thread runs both \
          engines and both links, and the WebRTC threads of both ends share the machine's cores), \
          the conservative case. value: swarm path, median over {rounds_n} rounds: a seeding \
-         Engine<Signed> answering Loads from its store (each block re-verified on load) sends a \
+         Engine<Signed> answering Loads from its store (each block's Merkle leaves hashed again by \
+         WebCrypto, as the tab's driver does, and checked against the signed roots) sends a \
          60 x 512 KiB random title (signed manifest, Merkle piece roots, signed grants) to a \
          downloading engine (Starting at 0, then Playing; horizon covers the title; upload caps \
          1 GB/s), every frame wire::encode -> PeerLink -> wire::decode; verified bytes from peers \
@@ -164,14 +165,15 @@ pub fn run(results: &Path) -> Result<()> {
          baseline: the same kind of PeerLink pair, a bare sender of 64 KiB messages under the \
          same flow control, bytes received over 3 s after 0.5 s warm-up, median. \
          Per run (MB/s): {rounds}. Same swarm path with the seeder holding every block in memory \
-         (no re-verification on load): median {hot} MB/s. Median of per-round ratios: swarm/raw \
+         (no loads): median {hot} MB/s. Median of per-round ratios: swarm/raw \
          {round_ratio}, in-memory seeder/raw {hot_round_ratio}. Swarm runs (medians): pipeline \
          {outstanding} chunks outstanding of the 32-chunk cap, seeder queue {queue} KiB, seeder \
          idle share {idle}, page thread busy share {busy}; main-thread ms per MB: engines \
          {engine} (seeder: loads {load}, inputs {s_in}, poll_action {s_poll}; viewer: inputs \
          {v_in}, poll_action {v_poll}), encode {encode}, decode {decode}, channel send {send} \
-         (the raw sender's: {raw_send}). Hashing in WASM (ms per MB): seeder's open_fetched of a whole block {open}, viewer's check_chunk {check}, \
-         one SHA-256 pass {sha}; framing a chunk (to_wire + encode) {f_enc}, reading one \
+         (the raw sender's: {raw_send}). Hashing (ms per MB): WebCrypto's leaves of a whole block, awaited one block at a time, \
+         {webcrypto}; in WASM: open_fetched of a whole block without them {open}, viewer's \
+         check_chunk {check}, one SHA-256 pass {sha}; framing a chunk (to_wire + encode) {f_enc}, reading one \
          (decode + from_wire) {f_dec}, one plain copy {copy}. Load average {load_before} before, {load_after} after \
          (a shared machine: figures vary run to run). Log: target/bench-goodput/browser.log.",
         rounds_n = get("rounds"),
@@ -194,6 +196,7 @@ pub fn run(results: &Path) -> Result<()> {
         v_poll = median_of("viewer_poll_ms_per_mb"),
         raw_send = median_raw_send,
         open = get("seeder_open_ms_per_mb"),
+        webcrypto = get("webcrypto_leaves_ms_per_mb"),
         check = get("viewer_check_ms_per_mb"),
         sha = get("sha256_ms_per_mb"),
         f_enc = get("chunk_encode_ms_per_mb"),

@@ -33,4 +33,4 @@ pub use message::PeerMessage;
 pub use peer::PeerId;
 pub use telly_proto::wire::{BlockId, GoodbyeReason};
 pub use time::Millis;
-pub use trust::{AdmitError, OriginError, Signed, Trust};
+pub use trust::{AdmitError, Fetched, OriginError, Signed, Trust};

@@ -61,6 +61,8 @@ pub(crate) struct PlanScratch {
     /// peer left out never had any.
     roomy: Vec<Roomy>,
     prefetch: Vec<(u16, Millis, BlockId)>,
+    /// Prefetch choices `(peer, block, chunk, deadline)`, assigned in order.
+    assigned: Vec<(PeerId, BlockId, u16, Millis)>,
     batch: Batch,
     chunks: Vec<u16>,
     at_risk: Vec<u16>,
@@ -85,6 +87,7 @@ impl PlanScratch {
         self.any_eligible = false;
         self.roomy.clear();
         self.prefetch.clear();
+        self.assigned.clear();
         self.batch.0.clear();
         self.chunks.clear();
         self.at_risk.clear();
@@ -188,21 +191,34 @@ impl<T: Trust> Engine<T> {
             }
         }
         scratch.prefetch.sort_unstable();
-        let roomy = self
-            .eligible(now)
-            .map(|(id, p)| Roomy {
+        // Prefetch choices read the peers' have-maps and refusals, which asking
+        // does not change: they are all made first, beside the peers themselves
+        // (no lookup per block and peer), and the chunks assigned after, in the
+        // same order.
+        let mut holders = Vec::new();
+        for (id, p) in self.eligible(now) {
+            let roomy = Roomy {
                 id: *id,
                 bdp: p.bdp_bytes(),
                 inflight: p.inflight_bytes,
-            })
-            .filter(Roomy::may_take_a_chunk);
-        scratch.roomy.extend(roomy);
+            };
+            if roomy.may_take_a_chunk() {
+                scratch.roomy.push(roomy);
+                holders.push(p);
+            }
+        }
         for i in 0..scratch.prefetch.len() {
             let (_, deadline, block) = scratch.prefetch[i];
-            if !self.plan_prefetch(block, deadline, &mut scratch, now) {
+            if !self.plan_prefetch(block, deadline, &mut scratch, &mut holders, now) {
                 break;
             }
         }
+        drop(holders);
+        let assigned = std::mem::take(&mut scratch.assigned);
+        for &(peer, block, index, deadline) in &assigned {
+            self.assign(peer, block, index, deadline, &mut scratch.batch, now);
+        }
+        scratch.assigned = assigned;
         self.flush(&mut scratch.batch, now);
         self.plan_scratch = scratch;
     }
@@ -403,11 +419,12 @@ impl<T: Trust> Engine<T> {
     }
 
     /// Returns false when no peer has room left (planning can stop).
-    fn plan_prefetch(
-        &mut self,
+    fn plan_prefetch<'p>(
+        &'p self,
         block: BlockId,
         deadline: Millis,
         scratch: &mut PlanScratch,
+        holders: &mut Vec<&'p Peer>,
         now: Millis,
     ) -> bool {
         let chunk = self.chunk_bytes(block, 0);
@@ -416,10 +433,10 @@ impl<T: Trust> Engine<T> {
         let shortest = self.chunk_bytes(block, last);
         let mut any_room = false;
         let mut holder_with_room = false;
-        for r in &scratch.roomy {
+        for (r, p) in scratch.roomy.iter().zip(holders.iter()) {
             let pipeline = pipeline_for(r.bdp, chunk);
             any_room |= r.inflight + chunk <= pipeline;
-            if r.inflight + shortest <= pipeline && self.peers[&r.id].may_ask(block, now) {
+            if r.inflight + shortest <= pipeline && p.may_ask(block, now) {
                 holder_with_room = true;
             }
             if any_room && holder_with_room {
@@ -433,26 +450,33 @@ impl<T: Trust> Engine<T> {
             return true;
         }
         self.missing_chunks(block, &mut scratch.chunks);
+        // A block listed twice (an init segment that is also in the window)
+        // must not be given the chunks already chosen for it.
+        let chosen = &scratch.assigned;
+        scratch
+            .chunks
+            .retain(|&i| !chosen.iter().any(|&(_, b, c, _)| b == block && c == i));
         for &index in &scratch.chunks {
             let len = self.chunk_bytes(block, usize::from(index));
             let roomiest = scratch
                 .roomy
                 .iter()
+                .zip(holders.iter())
                 .enumerate()
-                .filter_map(|(at, r)| {
+                .filter_map(|(at, (r, p))| {
                     let room = pipeline_for(r.bdp, chunk) as i64 - (r.inflight + len) as i64;
-                    (room >= 0 && self.peers[&r.id].may_ask(block, now)).then_some((room, at))
+                    (room >= 0 && p.may_ask(block, now)).then_some((room, at))
                 })
                 // `roomy` is in id order: ties go to the highest id, as ever.
                 .max();
             match roomiest {
                 Some((_, at)) => {
-                    let peer = scratch.roomy[at].id;
-                    self.assign(peer, block, index, deadline, &mut scratch.batch, now);
                     let r = &mut scratch.roomy[at];
+                    scratch.assigned.push((r.id, block, index, deadline));
                     r.inflight += len;
                     if !r.may_take_a_chunk() {
                         scratch.roomy.remove(at);
+                        holders.remove(at);
                     }
                 }
                 None => break,

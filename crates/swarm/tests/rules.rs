@@ -75,6 +75,36 @@ fn a_viewer_takes_even_its_first_block_from_a_ready_peer() {
 }
 
 #[test]
+fn hosts_that_hash_with_their_own_sha256_swarm_alike() {
+    // The browser hands the engine the Merkle leaves of what it reads back from
+    // its store or fetches whole (WebCrypto); the seed's loads and the second
+    // viewer's origin fetches take that path, and every block still arrives.
+    let mut net = net();
+    let seed = net.add(Net::config(1));
+    net.nodes[seed].host_leaves = true;
+    net.seed_blocks(seed, &[BlockId(0), BlockId(1), BlockId(2), BlockId(3)]);
+    let viewer = net.add(Net::config(2));
+    net.nodes[viewer].host_leaves = true;
+    net.connect(seed, viewer);
+    net.run_for(100);
+    net.play(viewer, 0, PlayState::Starting);
+    net.run_for(1_000);
+    net.play(viewer, 0, PlayState::Playing);
+    net.run_for(25_000);
+    assert_eq!(net.delivered(viewer), net.all_blocks());
+    let stats = net.nodes[viewer].engine.stats(net.now);
+    assert!(
+        stats.bytes_from_peers > 0,
+        "the seed's loaded blocks served"
+    );
+    assert!(stats.bytes_from_origin > 0, "the rest fetched whole");
+    assert_eq!(
+        stats.bytes_from_peers + stats.bytes_from_origin,
+        net.title.layout.total_bytes()
+    );
+}
+
+#[test]
 fn a_peer_too_slow_for_the_deadline_loses_the_block_to_the_origin() {
     let mut net = net();
     let seed = net.add(Net::config(1));

@@ -78,6 +78,69 @@ pub async fn sha256(data: &Uint8Array) -> Result<Sha256Hash, CryptoError> {
     Ok(Sha256Hash(out))
 }
 
+/// The Merkle leaves of a sealed block (`telly_proto::merkle::leaves`: one
+/// SHA-256 of `0x00 ‖ piece` per 16 KiB piece), hashed by WebCrypto. Every
+/// piece's digest is asked for at once: the browser computes them on its own
+/// threads, so the page's thread only copies the pieces. This is what lets the
+/// swarm engine check a block read back from IndexedDB, or fetched whole from the
+/// origin, without hashing it in WASM (`telly_swarm::Fetched`).
+pub async fn merkle_leaves(block: &Uint8Array) -> Result<Vec<Sha256Hash>, CryptoError> {
+    let subtle = subtle()?;
+    let len = block.length();
+    let piece = telly_proto::merkle::PIECE_SIZE as u32;
+    let mut digests = Vec::with_capacity(len.div_ceil(piece).max(1) as usize);
+    let mut start = 0;
+    loop {
+        let end = (start + piece).min(len);
+        // A leaf is prefixed so that it can never pass for a node; a fresh
+        // buffer starts zeroed, which is that prefix.
+        let prefixed = Uint8Array::new_with_length(end - start + 1);
+        prefixed.set(&block.subarray(start, end), 1);
+        let promise = subtle
+            .digest_with_str_and_buffer_source("SHA-256", &prefixed)
+            .map_err(|e| CryptoError::Failed(js_error_text(&e)))?;
+        digests.push(JsFuture::from(promise));
+        start = end;
+        if start >= len {
+            break;
+        }
+    }
+    let mut leaves = Vec::with_capacity(digests.len());
+    for digest in futures::future::try_join_all(digests)
+        .await
+        .map_err(|e| CryptoError::Failed(js_error_text(&e)))?
+    {
+        let digest = Uint8Array::new(&digest);
+        if digest.length() != 32 {
+            return Err(CryptoError::Failed(format!(
+                "SHA-256 digest of {} bytes",
+                digest.length()
+            )));
+        }
+        let mut out = [0u8; 32];
+        digest.copy_to(&mut out);
+        leaves.push(Sha256Hash(out));
+    }
+    Ok(leaves)
+}
+
+/// Bytes for the swarm engine with their Merkle leaves hashed by WebCrypto, so
+/// that the engine checks them against the signed roots without hashing them in
+/// WASM. Should WebCrypto fail, the engine hashes them itself.
+pub async fn with_leaves(bytes: &Uint8Array) -> telly_swarm::Fetched {
+    let leaves = match merkle_leaves(bytes).await {
+        Ok(leaves) => Some(leaves),
+        Err(error) => {
+            tracing::warn!(%error, "WebCrypto could not hash a block; the engine will");
+            None
+        }
+    };
+    telly_swarm::Fetched {
+        bytes: bytes.to_vec(),
+        leaves,
+    }
+}
+
 /// Checks that `data` hashes to `expected`.
 pub async fn verify(data: &Uint8Array, expected: &Sha256Hash) -> Result<(), CryptoError> {
     let actual = sha256(data).await?;

@@ -89,7 +89,7 @@ fn hashing_ms_per_mb(title: &Title) -> (f64, f64, f64) {
     for (i, bytes) in media.iter().enumerate() {
         let entry = &title.layout.info(BlockId(i as u32 + 1)).entry;
         let (hashes, chunks) = trust
-            .open_fetched(entry, 0, bytes.clone(), None)
+            .open_fetched(entry, 0, bytes.clone().into(), None)
             .expect("the title's own bytes check out");
         assert_eq!(chunks.len(), bytes.len().div_ceil(wire::CHUNK_SIZE));
         leaves.push(hashes);
@@ -108,6 +108,22 @@ fn hashing_ms_per_mb(title: &Title) -> (f64, f64, f64) {
     }
     let sha = (now_ms() - t) / mb;
     (open, check, sha)
+}
+
+/// Milliseconds per MB (wall, one block at a time) for WebCrypto to hash a
+/// block's leaves as a seeder's load does (`crypto::with_leaves`).
+async fn webcrypto_leaves_ms_per_mb(title: &Title) -> f64 {
+    let media: Vec<js_sys::Uint8Array> = title.bytes[1..]
+        .iter()
+        .map(|b| js_sys::Uint8Array::from(&b[..]))
+        .collect();
+    let mb = title.bytes[1..].iter().map(|b| b.len()).sum::<usize>() as f64 / 1e6;
+    let t = now_ms();
+    for bytes in &media {
+        let fetched = telly_web::host::crypto::with_leaves(bytes).await;
+        assert!(fetched.leaves.is_some());
+    }
+    (now_ms() - t) / mb
 }
 
 /// Milliseconds per MB to frame chunks (`to_wire` + `wire::encode`) and to
@@ -207,7 +223,7 @@ fn print(line: &str) {
 ///
 /// Rounds of: raw link, swarm path from a seeder reading its store (the
 /// figure), swarm path again from the same seeder now holding every block
-/// in memory (diagnosis: the seeder's re-verification left out). Medians.
+/// in memory (diagnosis: the seeder's loads left out). Medians.
 #[wasm_bindgen_test]
 async fn bench_goodput() {
     // 60 blocks of 512 KiB: about 31 MB, seconds at loopback rates.
@@ -217,6 +233,7 @@ async fn bench_goodput() {
     let small = Title::new(6, 512 * 1024);
     let _ = swarm_run(&small, small.seeder(), PeerId(2)).await;
     let (open, check, sha) = hashing_ms_per_mb(&title);
+    let webcrypto = webcrypto_leaves_ms_per_mb(&title).await;
     let (encode, decode, copy) = framing_ms_per_mb(&title);
     let (mut raw, mut cold, mut hot) = (Vec::new(), Vec::new(), Vec::new());
     let mut next_id = 2;
@@ -243,6 +260,7 @@ async fn bench_goodput() {
     print(&format!(
         "BENCH tab-goodput-detail hot_mb_s={hot:.2} round_ratio={round_ratio:.3} \
          hot_round_ratio={hot_ratio:.3} seeder_open_ms_per_mb={open:.2} \
+         webcrypto_leaves_ms_per_mb={webcrypto:.2} \
          viewer_check_ms_per_mb={check:.2} sha256_ms_per_mb={sha:.2} \
          chunk_encode_ms_per_mb={encode:.2} chunk_decode_ms_per_mb={decode:.2} \
          copy_ms_per_mb={copy:.2} rounds={ROUNDS}"

@@ -14,7 +14,9 @@ use telly_proto::manifest::{
 };
 use telly_proto::wire::{self, BlockId, GoodbyeReason};
 use telly_proto::{Grant, KeyId, ProviderPublicKey, Sha256Hash, SignedGrant, merkle};
-use telly_swarm::{Action, Config, Engine, Layout, Millis, PeerId, PeerMessage, PlayState, Signed};
+use telly_swarm::{
+    Action, Config, Engine, Fetched, Layout, Millis, PeerId, PeerMessage, PlayState, Signed,
+};
 
 pub const UNIX_AT_ZERO_MS: u64 = 1_700_000_000_000;
 
@@ -129,11 +131,22 @@ pub struct Node {
     pub corrupt: bool,
     /// Drops every request it receives without answering.
     pub mute: bool,
+    /// Hands the engine the Merkle leaves of what it loads or fetches whole, as
+    /// the browser does with WebCrypto (`telly_swarm::Fetched`).
+    pub host_leaves: bool,
     pub up_free: Millis,
     /// Bytes per ms this node's uplink serializes.
     pub up_rate: f64,
     pub origin_log: Vec<(Millis, BlockId, u16, u16)>,
     pub sent: Vec<(Millis, usize, String)>,
+}
+
+impl Node {
+    /// What this node's host hands the engine for `bytes` it read or fetched.
+    pub fn fetched(&self, bytes: Vec<u8>) -> Fetched {
+        let leaves = self.host_leaves.then(|| merkle::leaves(&bytes));
+        Fetched { bytes, leaves }
+    }
 }
 
 pub struct Net {
@@ -199,6 +212,7 @@ impl Net {
             disconnects: Vec::new(),
             corrupt: false,
             mute: false,
+            host_leaves: false,
             up_free: Millis(0),
             up_rate: 4_000.0,
             origin_log: Vec::new(),
@@ -348,7 +362,10 @@ impl Net {
             Action::Load { block } => {
                 let bytes = self.nodes[node].store.get(&block).cloned();
                 match bytes {
-                    Some(b) => self.nodes[node].engine.handle_loaded(block, b, now),
+                    Some(b) => {
+                        let fetched = self.nodes[node].fetched(b);
+                        self.nodes[node].engine.handle_loaded(block, fetched, now)
+                    }
                     None => self.nodes[node].engine.handle_load_failed(block, now),
                 }
             }
@@ -405,9 +422,10 @@ impl Net {
                 let end = (start + usize::from(count) * wire::CHUNK_SIZE).min(bytes.len());
                 let data = bytes[start..end].to_vec();
                 self.origin_bytes += data.len() as u64;
+                let fetched = self.nodes[to].fetched(data);
                 self.nodes[to]
                     .engine
-                    .handle_origin_data(block, first, data, now);
+                    .handle_origin_data(block, first, fetched, now);
                 self.pump(to);
             }
             Event::Closed { to, from } => {

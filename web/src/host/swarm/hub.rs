@@ -22,7 +22,7 @@ use gloo_timers::future::TimeoutFuture;
 use telly_proto::api::{ClientConfig, GrantResponse, SwarmReport};
 use telly_proto::signal::{ClientMessage, PeerId as SignalPeer};
 use telly_proto::{Manifest, Sha256Hash, SignedManifest};
-use telly_swarm::{BlockId, Config, Engine, Layout, Millis, Signed};
+use telly_swarm::{BlockId, Config, Engine, Fetched, Layout, Millis, Signed};
 use web_sys::HtmlVideoElement;
 
 mod peering;
@@ -90,12 +90,12 @@ pub enum HubEvent {
         swarm: Sha256Hash,
         block: BlockId,
         first: u16,
-        result: Result<Vec<u8>, String>,
+        result: Result<Fetched, String>,
     },
     Loaded {
         swarm: Sha256Hash,
         block: BlockId,
-        bytes: Option<Vec<u8>>,
+        bytes: Option<Fetched>,
     },
     /// Our grant for signalling, and the one presented to peers (the same
     /// unless a test fault says otherwise).

@@ -18,7 +18,9 @@ use js_sys::Uint8Array;
 use telly_proto::Sha256Hash;
 use telly_proto::signal::{HaveSummary, PeerId as SignalPeer};
 use telly_proto::wire::{self, CHUNK_SIZE, GoodbyeReason, Message};
-use telly_swarm::{Action, BlockId, Engine, Millis, PeerMessage, PlayState, Signed, Stats};
+use telly_swarm::{
+    Action, BlockId, Engine, Fetched, Millis, PeerMessage, PlayState, Signed, Stats,
+};
 use web_sys::HtmlVideoElement;
 
 use super::faults::Faults;
@@ -26,6 +28,7 @@ use super::hub::{HubEvent, Shared};
 use super::links::{Flow, Links};
 use super::snapshot::{HISTORY_SAMPLES, RateSample, SnapshotFn, SwarmSnapshot};
 use super::source::SwarmSource;
+use crate::host::crypto;
 use crate::host::source::SourceError;
 
 /// Verified blocks kept for the player before it asks; more are dropped (they
@@ -282,11 +285,15 @@ impl TitleSwarm {
             } else {
                 api.block_range(&entry.sha256, start, end, reload).await
             };
+            let result = match result {
+                Ok(bytes) => Ok(crypto::with_leaves(&bytes).await),
+                Err(error) => Err(error.to_string()),
+            };
             let _ = hub.unbounded_send(HubEvent::Origin {
                 swarm,
                 block,
                 first,
-                result: result.map(|b| b.to_vec()).map_err(|e| e.to_string()),
+                result,
             });
         });
     }
@@ -295,7 +302,7 @@ impl TitleSwarm {
         &mut self,
         block: BlockId,
         first: u16,
-        result: Result<Vec<u8>, String>,
+        result: Result<Fetched, String>,
         now: Millis,
     ) {
         match result {
@@ -334,7 +341,10 @@ impl TitleSwarm {
         let swarm = self.swarm_id;
         wasm_bindgen_futures::spawn_local(async move {
             let bytes = match &store {
-                Some(store) => store.get(&sha).await.ok().flatten().map(|b| b.to_vec()),
+                Some(store) => match store.get(&sha).await.ok().flatten() {
+                    Some(bytes) => Some(crypto::with_leaves(&bytes).await),
+                    None => None,
+                },
                 None => None,
             };
             let _ = hub.unbounded_send(HubEvent::Loaded {
