@@ -60,6 +60,20 @@ const PROBE: &str = r#"(() => {
     if (player(e) && s.first_progress_ms === null && e.target.currentTime > 0) s.first_progress_ms = performance.now();
   }, true);
   addEventListener('ended', (e) => { if (player(e)) s.ended_ms = performance.now(); }, true);
+  // Until the first frame, every half second: [ms, player phase, swarm joined,
+  // peers, links connecting, bytes from peers, bytes from the origin, the
+  // element's readyState], to tell a slow page from a swarm that waits.
+  s.start_log = [];
+  const sample = () => {
+    if (s.first_playing_ms !== null || s.start_log.length >= 240) return;
+    const t = window.__telly, w = window.__telly_swarm;
+    const v = document.querySelector('video#player');
+    s.start_log.push([Math.round(performance.now()), t && t.player ? t.player.phase : null,
+      w ? w.joined : null, w ? w.peers : null, w ? w.connecting : null,
+      w ? w.bytes_from_peers : null, w ? w.bytes_from_origin : null, v ? v.readyState : null]);
+    setTimeout(sample, 500);
+  };
+  setTimeout(sample, 0);
 })();"#;
 
 /// Polled once a second per tab.
@@ -260,6 +274,7 @@ async fn run_audience(published: &Path, n: usize) -> Result<Value> {
             "bytes_uploaded": swarm["bytes_uploaded"],
             "bytes_wasted": swarm["bytes_wasted"],
             "peers_at_end": swarm["peers"],
+            "start_log": bench["start_log"],
         }));
     }
     for tab in tabs {

@@ -147,7 +147,18 @@ fn write_results(results: &Path, raw: &Value) -> Result<()> {
             "cpu_own_share": cpu["own_share"],
             "loadavg_1m": cpu["loadavg_1m"],
             "wall_s": cpu["wall_s"],
-            "per_tab": run["per_tab"],
+            // The start logs stay in target/bench-tabs/raw.json (diagnosis).
+            "per_tab": run["per_tab"].as_array().map(|tabs| {
+                tabs.iter()
+                    .map(|t| {
+                        let mut t = t.clone();
+                        if let Some(t) = t.as_object_mut() {
+                            t.remove("start_log");
+                        }
+                        t
+                    })
+                    .collect::<Vec<_>>()
+            }),
             "notes": format!(
                 "value: bytes the origin sent for the title (provider metrics, after every tab ended) over the title's sealed size (manifest total_bytes); baseline: {BASELINE_WHO}. Scenario: {scenario}. stalls: `waiting` events on video#player after its first `playing`, all tabs together (stall_s: their length). ttff_s: {}. CPU: {}. This run: the machine {:.0} % busy, {:.0} % of all CPU time this benchmark's (the rest other work on the machine); a saturated CPU slows the tabs' engines, uploads and decoders alike, so stalls, late joiners' TTFF and origin fallbacks grow with it.",
                 raw["ttff_method"].as_str().unwrap_or_default(),
