@@ -66,14 +66,19 @@ pub async fn sha256(data: &Uint8Array) -> Result<Sha256Hash, CryptoError> {
     let digest = JsFuture::from(promise)
         .await
         .map_err(|e| CryptoError::Failed(js_error_text(&e)))?;
-    let digest = Uint8Array::new(&digest);
-    let mut out = [0u8; 32];
+    to_hash(&digest)
+}
+
+/// A WebCrypto SHA-256 result (an `ArrayBuffer`) as a hash.
+fn to_hash(digest: &JsValue) -> Result<Sha256Hash, CryptoError> {
+    let digest = Uint8Array::new(digest);
     if digest.length() != 32 {
         return Err(CryptoError::Failed(format!(
             "SHA-256 digest of {} bytes",
             digest.length()
         )));
     }
+    let mut out = [0u8; 32];
     digest.copy_to(&mut out);
     Ok(Sha256Hash(out))
 }
@@ -105,23 +110,12 @@ pub async fn merkle_leaves(block: &Uint8Array) -> Result<Vec<Sha256Hash>, Crypto
             break;
         }
     }
-    let mut leaves = Vec::with_capacity(digests.len());
-    for digest in futures::future::try_join_all(digests)
+    futures::future::try_join_all(digests)
         .await
         .map_err(|e| CryptoError::Failed(js_error_text(&e)))?
-    {
-        let digest = Uint8Array::new(&digest);
-        if digest.length() != 32 {
-            return Err(CryptoError::Failed(format!(
-                "SHA-256 digest of {} bytes",
-                digest.length()
-            )));
-        }
-        let mut out = [0u8; 32];
-        digest.copy_to(&mut out);
-        leaves.push(Sha256Hash(out));
-    }
-    Ok(leaves)
+        .iter()
+        .map(to_hash)
+        .collect()
 }
 
 /// Bytes for the swarm engine with their Merkle leaves hashed by WebCrypto, so
