@@ -62,15 +62,30 @@ const PROBE: &str = r#"(() => {
   addEventListener('ended', (e) => { if (player(e)) s.ended_ms = performance.now(); }, true);
   // Until the first frame, every half second: [ms, player phase, swarm joined,
   // peers, links connecting, bytes from peers, bytes from the origin, the
-  // element's readyState], to tell a slow page from a swarm that waits.
+  // element's readyState, appends per track, buffered ranges, the player's
+  // last error, the blocks it waits for as the engine sees them], to tell a
+  // slow page from a swarm that waits. The same at every stall (stall_log).
   s.start_log = [];
-  const sample = () => {
-    if (s.first_playing_ms !== null || s.start_log.length >= 240) return;
+  s.stall_log = [];
+  const record = () => {
     const t = window.__telly, w = window.__telly_swarm;
     const v = document.querySelector('video#player');
-    s.start_log.push([Math.round(performance.now()), t && t.player ? t.player.phase : null,
+    const p = t && t.player;
+    return [Math.round(performance.now()), p ? p.phase : null,
       w ? w.joined : null, w ? w.peers : null, w ? w.connecting : null,
-      w ? w.bytes_from_peers : null, w ? w.bytes_from_origin : null, v ? v.readyState : null]);
+      w ? w.bytes_from_peers : null, w ? w.bytes_from_origin : null, v ? v.readyState : null,
+      p ? p.stats.tracks.map((k) => k.appended) : null, p ? p.buffered : null,
+      p ? p.stats.last_error : null, w ? w.waiting_for : null];
+  };
+  addEventListener('waiting', (e) => {
+    if (player(e) && s.first_playing_ms !== null && s.stall_log.length < 40) {
+      s.stall_log.push(record());
+      setTimeout(() => { if (s.stall_log.length < 40) s.stall_log.push(record()); }, 1000);
+    }
+  }, true);
+  const sample = () => {
+    if (s.first_playing_ms !== null || s.start_log.length >= 240) return;
+    s.start_log.push(record());
     setTimeout(sample, 500);
   };
   setTimeout(sample, 0);
@@ -275,6 +290,7 @@ async fn run_audience(published: &Path, n: usize) -> Result<Value> {
             "bytes_wasted": swarm["bytes_wasted"],
             "peers_at_end": swarm["peers"],
             "start_log": bench["start_log"],
+            "stall_log": bench["stall_log"],
         }));
     }
     for tab in tabs {

@@ -45,6 +45,9 @@ use wasm_bindgen_test::*;
 wasm_bindgen_test_configure!(run_in_browser);
 
 const PATIENCE_MS: u32 = 10_000;
+/// Rates are measured after this much of a run, raw and swarm alike: the
+/// channel's and the pipeline's ramp-up are left out of both.
+const WARM_UP_MS: f64 = 500.0;
 /// Far above what one data channel carries: pacing must not be what limits.
 const UNCAPPED: u64 = 1_000_000_000;
 /// A failed origin fetch is reported this long after it was asked (as HTTP would).
@@ -195,6 +198,7 @@ impl Title {
             unix_ms_at_zero,
             upload_cap: UNCAPPED,
             per_peer_upload_cap: UNCAPPED,
+            upload_burst_ms: telly_web::host::swarm::UPLOAD_BURST_MS,
             horizon_ms: self.duration_ms + 10_000,
             // A seeder reused for a second viewer serves from memory.
             resident_blocks: self.layout.len(),
@@ -499,6 +503,9 @@ impl<'t> End<'t> {
 struct SwarmRun {
     /// Verified bytes from the peer over first request → last block, MB/s.
     goodput_mb_s: f64,
+    /// The same from [`WARM_UP_MS`] after the first request on: the steady
+    /// rate, measured as the raw sender's is.
+    steady_mb_s: f64,
     bytes_from_peers: u64,
     seconds: f64,
     origin_fetches: usize,
@@ -553,6 +560,8 @@ async fn swarm_run(
     let mut last_sample = started;
     let (mut outstanding_area, mut queue_area, mut idle_ms, mut waited) = (0.0, 0.0, 0.0, 0.0);
     let mut max_outstanding = 0u64;
+    // (page time, verified bytes from peers) once the warm-up is over.
+    let mut steady_from: Option<(f64, u64)> = None;
     loop {
         let now = clock();
         seeder.on_time(now);
@@ -570,7 +579,10 @@ async fn swarm_run(
         }
         // Time-weighted samples of the pipeline, from the first request on.
         let t = now_ms();
-        if viewer.first_request.is_some() {
+        if let Some(first) = viewer.first_request {
+            if steady_from.is_none() && t >= first + WARM_UP_MS {
+                steady_from = Some((t, viewer.engine.stats(clock()).bytes_from_peers));
+            }
             let dt = t - last_sample;
             let outstanding = viewer.chunks_requested.saturating_sub(viewer.chunks_in);
             max_outstanding = max_outstanding.max(outstanding);
@@ -641,8 +653,13 @@ async fn swarm_run(
     let measured = (end - first).max(1.0);
     let mb = stats.bytes_from_peers as f64 / 1e6;
     let per_mb = 1.0 / mb.max(1e-9);
+    let goodput_mb_s = mb / ((last - first) / 1000.0);
     let run = SwarmRun {
-        goodput_mb_s: mb / ((last - first) / 1000.0),
+        goodput_mb_s,
+        // A title that crosses within the warm-up has no steady part.
+        steady_mb_s: steady_from.map_or(goodput_mb_s, |(at, bytes)| {
+            (stats.bytes_from_peers - bytes) as f64 / 1e6 / ((last - at).max(1.0) / 1000.0)
+        }),
         bytes_from_peers: stats.bytes_from_peers,
         seconds: (last - first) / 1000.0,
         origin_fetches: viewer.origin_asked,

@@ -158,10 +158,13 @@ pub fn run(results: &Path) -> Result<()> {
          the conservative case. value: swarm path, median over {rounds_n} rounds: a seeding \
          Engine<Signed> answering Loads from its store (each block's Merkle leaves hashed again by \
          WebCrypto, as the tab's driver does, and checked against the signed roots) sends a \
-         60 x 512 KiB random title (signed manifest, Merkle piece roots, signed grants) to a \
+         120 x 512 KiB random title (signed manifest, Merkle piece roots, signed grants) to a \
          downloading engine (Starting at 0, then Playing; horizon covers the title; upload caps \
-         1 GB/s), every frame wire::encode -> PeerLink -> wire::decode; verified bytes from peers \
-         over first request -> last block delivered. Origin fetches: {origin_fetches}. \
+         1 GB/s with the tab's one-second burst), every frame wire::encode -> PeerLink -> wire::decode; \
+         verified bytes from peers from 0.5 s after the first request to the last block \
+         delivered, the warm-up left out as the baseline's is (over the whole run, first \
+         request on: median {whole} MB/s, per-round ratio {whole_ratio}). Origin fetches: \
+         {origin_fetches}. \
          baseline: the same kind of PeerLink pair, a bare sender of 64 KiB messages under the \
          same flow control, bytes received over 3 s after 0.5 s warm-up, median. \
          Per run (MB/s): {rounds}. Same swarm path with the seeder holding every block in memory \
@@ -179,6 +182,8 @@ pub fn run(results: &Path) -> Result<()> {
         rounds_n = get("rounds"),
         rounds = rounds.join(", "),
         hot = get("hot_mb_s"),
+        whole = get("whole_mb_s"),
+        whole_ratio = get("whole_round_ratio"),
         round_ratio = get("round_ratio"),
         hot_round_ratio = get("hot_round_ratio"),
         outstanding = median_of("mean_outstanding_chunks"),

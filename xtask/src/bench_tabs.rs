@@ -147,13 +147,14 @@ fn write_results(results: &Path, raw: &Value) -> Result<()> {
             "cpu_own_share": cpu["own_share"],
             "loadavg_1m": cpu["loadavg_1m"],
             "wall_s": cpu["wall_s"],
-            // The start logs stay in target/bench-tabs/raw.json (diagnosis).
+            // The start and stall logs stay in target/bench-tabs/raw.json (diagnosis).
             "per_tab": run["per_tab"].as_array().map(|tabs| {
                 tabs.iter()
                     .map(|t| {
                         let mut t = t.clone();
                         if let Some(t) = t.as_object_mut() {
                             t.remove("start_log");
+                            t.remove("stall_log");
                         }
                         t
                     })

@@ -37,6 +37,12 @@ pub struct Config {
     /// The viewer's upload cap, all peers together, and the cap for any one peer.
     pub upload_cap: u64,
     pub per_peer_upload_cap: u64,
+    /// How much an idle uplink may send at once, in milliseconds of either
+    /// cap (never less than one chunk): a peer that has been quiet serves a
+    /// newcomer's first block at the link's speed, while the average stays
+    /// under the cap. Where the host's link is itself the cap (the simulator),
+    /// a burst would only queue chunks in the link ahead of needier ones.
+    pub upload_burst_ms: u64,
     /// Peers served at once.
     pub upload_slots: usize,
     /// A served peer that asks nothing for this long gives its slot back.
@@ -76,6 +82,7 @@ impl Default for Config {
             initial_peer_rtt_ms: 100,
             upload_cap: 1_000_000,
             per_peer_upload_cap: 400_000,
+            upload_burst_ms: 0,
             upload_slots: 12,
             slot_idle_ms: 3_000,
             max_queue_per_peer: 96,

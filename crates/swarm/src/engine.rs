@@ -213,8 +213,11 @@ impl<T: Trust> Engine<T> {
     pub fn handle_peer_connected(&mut self, peer: PeerId, now: Millis) {
         let rate = self.config.initial_peer_rate as f64 / 1000.0;
         let rtt = self.config.initial_peer_rtt_ms as f64;
-        self.peers
-            .insert(peer, Peer::new(self.layout.len(), rate, rtt, now));
+        let mut fresh = Peer::new(self.layout.len(), rate, rtt, now);
+        // A newcomer may take its first block in one burst (see `upload_burst_ms`).
+        fresh.up_tokens =
+            self.config.per_peer_upload_cap as f64 / 1000.0 * self.config.upload_burst_ms as f64;
+        self.peers.insert(peer, fresh);
         self.send(
             peer,
             PeerMessage::Handshake {

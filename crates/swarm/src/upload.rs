@@ -8,7 +8,9 @@
 //!   `PREEMPT_GAP_MS` sooner than every slot holder's next need takes the slot of
 //!   the holder that needs data last, whose queue is rejected (it asks elsewhere).
 //! - Chunks leave paced by two token buckets: the viewer's total upload cap and a
-//!   per-peer cap, so one greedy peer never takes the whole uplink.
+//!   per-peer cap, so one greedy peer never takes the whole uplink. Each bucket
+//!   holds `upload_burst_ms` of its rate (at least a chunk), and a new peer's
+//!   starts full: a quiet uplink serves a newcomer's first block at once.
 //! - Among served peers the next chunk is the one with the earliest deadline, each
 //!   peer's deadlines pushed back by the time its recent share took at a fair rate:
 //!   a peer that claims everything is urgent still waits its turn, and pushed
@@ -288,11 +290,14 @@ impl<T: Trust> Engine<T> {
         }
         let cap = self.config.upload_cap as f64 / 1000.0;
         let per_peer_cap = self.config.per_peer_upload_cap as f64 / 1000.0;
-        let burst = CHUNK_SIZE as f64;
         if cap <= 0.0 {
             return;
         }
-        let send_ms = burst / cap.min(per_peer_cap).max(1e-6);
+        let chunk = CHUNK_SIZE as f64;
+        let burst_ms = self.config.upload_burst_ms as f64;
+        let burst = (cap * burst_ms).max(chunk);
+        let per_peer_burst = (per_peer_cap * burst_ms).max(chunk);
+        let send_ms = chunk / cap.min(per_peer_cap).max(1e-6);
         self.total_tokens =
             (self.total_tokens + now.since(self.total_tokens_at) as f64 * cap).min(burst);
         self.total_tokens_at = now;
@@ -316,8 +321,8 @@ impl<T: Trust> Engine<T> {
                 if !p.unchoked || p.queue.is_empty() {
                     continue;
                 }
-                p.up_tokens =
-                    (p.up_tokens + now.since(p.up_tokens_at) as f64 * per_peer_cap).min(burst);
+                p.up_tokens = (p.up_tokens + now.since(p.up_tokens_at) as f64 * per_peer_cap)
+                    .min(per_peer_burst);
                 p.up_tokens_at = now;
                 if p.up_tokens < 0.0 {
                     let wait = (-p.up_tokens / per_peer_cap.max(1e-6)).ceil() as u64;

@@ -634,6 +634,52 @@ fn uploads_respect_the_cap_and_a_greedy_peer_cannot_starve_another() {
 }
 
 #[test]
+fn a_quiet_uplink_sends_a_newcomers_first_block_in_one_burst_and_keeps_its_average() {
+    // 300 KB blocks, a 400 KB/s cap on a 20 MB/s link.
+    let run = |burst_ms: u64| {
+        let mut net = Net::new(title(30, 300_000));
+        let seed = net.add(Config {
+            upload_cap: 400_000,
+            per_peer_upload_cap: 400_000,
+            upload_burst_ms: burst_ms,
+            ..Net::config(1)
+        });
+        net.seed_all(seed);
+        net.nodes[seed].up_rate = 20_000.0;
+        net.run_for(5_000);
+        let viewer = net.add(Config {
+            horizon_ms: 120_000,
+            ..Net::config(2)
+        });
+        net.connect(seed, viewer);
+        net.run_for(50);
+        let start = net.now;
+        net.play(viewer, 0, PlayState::Starting);
+        let first_media = net.title.layout.by_time()[1];
+        net.run_for(10_000);
+        let first_at = net.nodes[viewer]
+            .delivered
+            .iter()
+            .find(|(_, b)| *b == first_media)
+            .map(|(at, _)| at.since(start))
+            .expect("the first block arrived");
+        let uploaded = net.nodes[seed].engine.stats(net.now).bytes_uploaded;
+        let seconds = net.now.since(start) as f64 / 1000.0;
+        (first_at, uploaded as f64 / seconds, net.origin_bytes)
+    };
+    let (paced_ms, _, _) = run(0);
+    let (burst_ms, rate, origin) = run(1_000);
+    assert!(
+        paced_ms >= 700,
+        "paced: 300 KB at 400 KB/s took {paced_ms} ms"
+    );
+    assert!(burst_ms < 200, "with a burst: {burst_ms} ms");
+    assert_eq!(origin, 0);
+    // Over ten seconds the burst is a small part: one second of cap on top.
+    assert!(rate <= 400_000.0 * 1.1 + 400_000.0 / 10.0, "{rate} B/s");
+}
+
+#[test]
 fn a_relay_passes_on_chunks_before_its_block_is_complete() {
     let mut net = net();
     let seed = net.add(Net::config(1));

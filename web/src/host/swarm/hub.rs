@@ -53,6 +53,9 @@ const TARGET_PEERS: usize = 8;
 const MAX_LINKS: usize = 24;
 /// Renew a grant this long before it expires.
 const GRANT_RENEW_S: u64 = 120;
+/// A quiet tab may send one second of its upload cap at once: a newcomer's
+/// first block then comes at the link's speed, not the cap's.
+pub const UPLOAD_BURST_MS: u64 = 1_000;
 
 /// What the whole tab shares: set once, read by every title.
 pub struct Shared {
@@ -291,6 +294,7 @@ impl Hub {
                 unix_ms_at_zero: self.unix_ms_at_zero,
                 upload_cap: self.shared.upload_cap.get(),
                 per_peer_upload_cap: self.shared.upload_cap.get(),
+                upload_burst_ms: UPLOAD_BURST_MS,
                 download: video.is_some(),
                 ..Config::default()
             };

@@ -23,6 +23,7 @@ use telly_proto::{Manifest, Sha256Hash, SignedManifest};
 use web_sys::HtmlVideoElement;
 
 pub use self::faults::Faults;
+pub use self::hub::UPLOAD_BURST_MS;
 use self::hub::{Hub, HubEvent, Shared};
 pub use self::snapshot::{RateSample, SnapshotFn, SwarmSnapshot};
 pub use self::source::SwarmSource;

@@ -59,4 +59,7 @@ pub struct SwarmSnapshot {
     pub titles_shared: usize,
     /// The last [`HISTORY_SAMPLES`] seconds, oldest first.
     pub history: Vec<RateSample>,
+    /// The blocks the player waits for, each as the engine sees it (one
+    /// line of `Engine::describe_block`): to tell why a start or a stall lasts.
+    pub waiting_for: Vec<String>,
 }

@@ -415,10 +415,16 @@ impl TitleSwarm {
         }
         self.last_sample_at = at_ms;
         self.last_stats = stats.clone();
-        self.snapshot(shared, &stats, &sample)
+        self.snapshot(shared, &stats, &sample, now)
     }
 
-    fn snapshot(&self, shared: &Shared, stats: &Stats, now: &RateSample) -> SwarmSnapshot {
+    fn snapshot(
+        &self,
+        shared: &Shared,
+        stats: &Stats,
+        rates: &RateSample,
+        now: Millis,
+    ) -> SwarmSnapshot {
         let received = stats.bytes_from_peers + stats.bytes_from_origin;
         SwarmSnapshot {
             peer_id: shared.peer_id.to_string(),
@@ -438,11 +444,24 @@ impl TitleSwarm {
             } else {
                 stats.bytes_from_peers as f64 / received as f64
             },
-            download_bps: now.from_peers_bps + now.from_origin_bps,
-            upload_bps: now.uploaded_bps,
+            download_bps: rates.from_peers_bps + rates.from_origin_bps,
+            upload_bps: rates.uploaded_bps,
             upload_cap_bps: shared.upload_cap.get(),
             titles_shared: shared.titles_shared.get(),
             history: self.history.iter().copied().collect(),
+            waiting_for: self
+                .waiters
+                .keys()
+                .map(|block| {
+                    let info = self.engine.layout().info(*block);
+                    format!(
+                        "track {} at {} ms: {}",
+                        info.track,
+                        info.entry.start_ms,
+                        self.engine.describe_block(*block, now)
+                    )
+                })
+                .collect(),
         }
     }
 }
