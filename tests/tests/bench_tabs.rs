@@ -41,7 +41,7 @@ const SLACK: Duration = Duration::from_secs(240);
 /// a `waiting` after the first `playing`; its length runs to the next `playing`.
 const PROBE: &str = r#"(() => {
   const s = { first_playing_ms: null, first_progress_ms: null, ended_ms: null,
-              stalls: 0, stall_ms: 0, stall_at_s: [], waiting_since: null };
+              stalls: 0, stall_ms: 0, stall_at_s: [], stall_buffered_s: [], waiting_since: null };
   window.__bench = s;
   const player = (e) => e.target instanceof HTMLVideoElement && e.target.id === 'player';
   addEventListener('playing', (e) => {
@@ -54,6 +54,14 @@ const PROBE: &str = r#"(() => {
     if (!player(e) || s.first_playing_ms === null) return;
     s.stalls += 1;
     s.stall_at_s.push(e.target.currentTime);
+    // Media buffered ahead of the playhead when the element gave up: a stall
+    // with seconds buffered is the decoder's (CPU), not the swarm's.
+    const v = e.target, b = v.buffered;
+    let ahead = 0;
+    for (let i = 0; i < b.length; i++) {
+      if (b.start(i) <= v.currentTime + 0.1 && v.currentTime < b.end(i)) ahead = b.end(i) - v.currentTime;
+    }
+    s.stall_buffered_s.push(Math.round(ahead * 100) / 100);
     if (s.waiting_since === null) s.waiting_since = performance.now();
   }, true);
   addEventListener('timeupdate', (e) => {
@@ -167,9 +175,10 @@ fn publish(source: &Path, data_dir: &Path) -> Result<()> {
 
 fn summary(run: &Value) -> String {
     format!(
-        "origin {:.2}× the title, {} stalls, TTFF first {:.2} s last {:.2} s, CPU busy {:.0} % (ours {:.0} %)",
+        "origin {:.2}× the title, {} stalls ({} with media buffered), TTFF first {:.2} s last {:.2} s, CPU busy {:.0} % (ours {:.0} %)",
         run["origin_over_title"].as_f64().unwrap_or(f64::NAN),
         run["stalls"],
+        run["stalls_with_media_buffered"],
         run["ttff_s"]["first"].as_f64().unwrap_or(f64::NAN),
         run["ttff_s"]["last"].as_f64().unwrap_or(f64::NAN),
         100.0 * run["cpu"]["busy_share"].as_f64().unwrap_or(f64::NAN),
@@ -284,6 +293,10 @@ async fn run_audience(published: &Path, n: usize) -> Result<Value> {
             "stalls": bench["stalls"],
             "stall_s": ms(&bench["stall_ms"]),
             "stall_at_s": bench["stall_at_s"],
+            "stall_buffered_s": bench["stall_buffered_s"],
+            "stalls_with_media_buffered": bench["stall_buffered_s"]
+                .as_array()
+                .map_or(0, |b| b.iter().filter(|s| s.as_f64().unwrap_or(0.0) >= 1.0).count()),
             "bytes_from_peers": swarm["bytes_from_peers"],
             "bytes_from_origin": swarm["bytes_from_origin"],
             "bytes_uploaded": swarm["bytes_uploaded"],
@@ -307,6 +320,7 @@ async fn run_audience(published: &Path, n: usize) -> Result<Value> {
         "origin_over_title": origin_bytes as f64 / title_bytes as f64,
         "stalls": sum("stalls") as u64,
         "stall_s": sum("stall_s"),
+        "stalls_with_media_buffered": sum("stalls_with_media_buffered") as u64,
         "ttff_s": { "first": ttff(0), "last": ttff(n - 1) },
         "cpu": {
             "busy_share": cpu.busy_share,

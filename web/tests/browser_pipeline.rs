@@ -230,3 +230,61 @@ async fn without_a_store_blocks_still_play() {
     assert_eq!(outcome.media.unwrap().to_vec(), f.plain);
     assert!(!outcome.newly_stored);
 }
+
+/// A source that keeps what it fetched itself, as the swarm does.
+struct KeepingSource(Rc<ScriptedSource>);
+
+impl BlockSource for KeepingSource {
+    fn name(&self) -> &'static str {
+        "keeping"
+    }
+
+    fn keeps_blocks(&self) -> bool {
+        true
+    }
+
+    fn fetch(
+        &self,
+        sha: Sha256Hash,
+        size: u64,
+        freshness: Freshness,
+    ) -> LocalBoxFuture<'static, Result<Uint8Array, SourceError>> {
+        self.0.fetch(sha, size, freshness)
+    }
+}
+
+#[wasm_bindgen_test]
+async fn a_block_known_not_stored_is_asked_of_a_keeping_source_without_reading_the_store() {
+    let f = fixture();
+    let db = unique_db("pipeline-hint");
+    let store = BlockStore::open(&db).await.unwrap();
+    store.put(&f.entry.sha256, &js(&f.sealed)).await.unwrap();
+    let key = BlockKey::import(&f.raw_key).await.unwrap();
+    let scripted = ScriptedSource::new(vec![f.sealed.clone()]);
+    let keeping = Pipeline {
+        store: Some(store.clone()),
+        source: Rc::new(KeepingSource(scripted.clone())),
+        key: key.clone(),
+    };
+    let outcome = keeping.get_hinted(&f.entry, false).await;
+    assert_eq!(outcome.media.unwrap().to_vec(), f.plain);
+    assert_eq!(outcome.provenance, Some(Provenance::Source));
+    assert_eq!(scripted.calls(), 1);
+    // Maybe stored: the store is read first.
+    let outcome = keeping.get_hinted(&f.entry, true).await;
+    assert_eq!(outcome.provenance, Some(Provenance::Store));
+    assert_eq!(scripted.calls(), 1);
+    // A source that keeps nothing: the store is always read first.
+    let plain = ScriptedSource::new(vec![f.sealed.clone()]);
+    let origin = Pipeline {
+        store: Some(store.clone()),
+        source: plain.clone(),
+        key,
+    };
+    let outcome = origin.get_hinted(&f.entry, false).await;
+    assert_eq!(outcome.provenance, Some(Provenance::Store));
+    assert_eq!(plain.calls(), 0);
+    drop((keeping, origin));
+    store.close();
+    BlockStore::delete_database(&db).await.unwrap();
+}

@@ -142,6 +142,7 @@ fn write_results(results: &Path, raw: &Value) -> Result<()> {
             "origin_bytes": run["origin_bytes"],
             "stalls": run["stalls"],
             "stall_s": run["stall_s"],
+            "stalls_with_media_buffered": run["stalls_with_media_buffered"],
             "ttff_s": run["ttff_s"],
             "cpu_busy_share": cpu["busy_share"],
             "cpu_own_share": cpu["own_share"],
@@ -161,7 +162,7 @@ fn write_results(results: &Path, raw: &Value) -> Result<()> {
                     .collect::<Vec<_>>()
             }),
             "notes": format!(
-                "value: bytes the origin sent for the title (provider metrics, after every tab ended) over the title's sealed size (manifest total_bytes); baseline: {BASELINE_WHO}. Scenario: {scenario}. stalls: `waiting` events on video#player after its first `playing`, all tabs together (stall_s: their length). ttff_s: {}. CPU: {}. This run: the machine {:.0} % busy, {:.0} % of all CPU time this benchmark's (the rest other work on the machine); a saturated CPU slows the tabs' engines, uploads and decoders alike, so stalls, late joiners' TTFF and origin fallbacks grow with it.",
+                "value: bytes the origin sent for the title (provider metrics, after every tab ended) over the title's sealed size (manifest total_bytes); baseline: {BASELINE_WHO}. Scenario: {scenario}. stalls: `waiting` events on video#player after its first `playing`, all tabs together (stall_s: their length); stalls_with_media_buffered: those at which the element held at least 1 s of media past its playhead, i.e. the decoder fell behind (CPU), not the data. ttff_s: {}. CPU: {}. This run: the machine {:.0} % busy, {:.0} % of all CPU time this benchmark's (the rest other work on the machine); a saturated CPU slows the tabs' engines, uploads and decoders alike, so stalls, late joiners' TTFF and origin fallbacks grow with it.",
                 raw["ttff_method"].as_str().unwrap_or_default(),
                 raw["cpu_method"].as_str().unwrap_or_default(),
                 100.0 * cpu["busy_share"].as_f64().unwrap_or(f64::NAN),

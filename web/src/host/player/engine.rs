@@ -390,9 +390,11 @@ impl Engine {
             let pipeline = self.pipeline.clone();
             let manifest = self.manifest.clone();
             let events = self.events.clone();
+            let entry = &manifest.tracks[want.track].blocks[want.index];
+            let maybe_stored = self.stored.contains(&entry.sha256);
             wasm_bindgen_futures::spawn_local(async move {
                 let entry = &manifest.tracks[want.track].blocks[want.index];
-                let outcome = pipeline.get(entry).await;
+                let outcome = pipeline.get_hinted(entry, maybe_stored).await;
                 let _ = events.unbounded_send(Event::Fetched {
                     track: want.track,
                     index: want.index,

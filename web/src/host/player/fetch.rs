@@ -65,8 +65,18 @@ impl Outcome {
 
 impl Pipeline {
     pub async fn get(&self, entry: &BlockEntry) -> Outcome {
+        self.get_hinted(entry, true).await
+    }
+
+    /// As [`Pipeline::get`], but when the player knows the block is not in
+    /// the store and the source keeps blocks itself (the swarm, which holds
+    /// what it fetched in memory and writes it to the store), the source is
+    /// asked at once: a read of the store would queue behind the swarm's
+    /// writes of everything it prefetched and find nothing.
+    pub async fn get_hinted(&self, entry: &BlockEntry, maybe_stored: bool) -> Outcome {
         let mut outcome = Outcome::new();
-        if let Some(store) = &self.store {
+        let look_in_store = maybe_stored || !self.source.keeps_blocks();
+        if let Some(store) = self.store.as_ref().filter(|_| look_in_store) {
             match self.open_stored(store, entry, &mut outcome).await {
                 Some(Ok(media)) => {
                     outcome.media = Ok(media);

@@ -262,7 +262,13 @@ async fn setup(
     }
 
     // Init segments first: a SourceBuffer takes no media before its init segment.
-    let inits = join_all(manifest.tracks.iter().map(|t| pipeline.get(&t.init))).await;
+    let inits = join_all(
+        manifest
+            .tracks
+            .iter()
+            .map(|t| pipeline.get_hinted(&t.init, stored.contains(&t.init.sha256))),
+    )
+    .await;
     for ((outcome, buffer), track) in inits.into_iter().zip(&buffers).zip(&manifest.tracks) {
         reporter.count(&outcome, &track.init.sha256);
         let init = outcome.media.map_err(PlayerError::Media)?;

@@ -524,7 +524,7 @@ impl Hub {
                 }
             }
             HubEvent::Want { swarm, sha, reply } => match self.titles.get_mut(&swarm) {
-                Some(title) => title.want(&sha, reply, now),
+                Some(title) => title.want(&self.shared, &sha, reply, now),
                 None => {
                     let _ = reply.send(Err(SwarmSource::error(
                         sha,

@@ -150,7 +150,7 @@ impl TitleSwarm {
 
     /// The player wants a block: at once if verified and here, else when the
     /// engine delivers it.
-    pub fn want(&mut self, sha: &Sha256Hash, reply: Reply, now: Millis) {
+    pub fn want(&mut self, shared: &Rc<Shared>, sha: &Sha256Hash, reply: Reply, now: Millis) {
         let Some(&block) = self.by_sha.get(sha) else {
             let _ = reply.send(Err(SwarmSource::error(*sha, "not a block of this title")));
             return;
@@ -167,10 +167,26 @@ impl TitleSwarm {
                 let _ = reply.send(Ok(concat(chunks)));
                 return;
             }
-            let _ = reply.send(Err(SwarmSource::error(
-                *sha,
-                "delivered before and no longer in memory",
-            )));
+            // Out of memory but kept: read it back. A player slow to ask (its
+            // first blocks while the page is starved) must not be refused the
+            // very blocks it needs first, which are the oldest in memory.
+            // IndexedDB orders this read after the block's own write.
+            let store = shared.store.clone();
+            let sha = *sha;
+            wasm_bindgen_futures::spawn_local(async move {
+                let answer = match &store {
+                    Some(store) => match store.get(&sha).await {
+                        Ok(Some(bytes)) => Ok(bytes),
+                        Ok(None) => Err(SwarmSource::error(sha, "delivered before and not kept")),
+                        Err(e) => Err(SwarmSource::error(sha, format!("delivered before; {e}"))),
+                    },
+                    None => Err(SwarmSource::error(
+                        sha,
+                        "delivered before and no longer in memory (no storage)",
+                    )),
+                };
+                let _ = reply.send(answer);
+            });
             return;
         }
         self.waiters.entry(block).or_default().push(reply);
