@@ -208,7 +208,6 @@ async fn run_audience(published: &Path, n: usize) -> Result<Value> {
     }
 
     let cpu_start = CpuSample::take()?;
-    let threads_start = ticks_by_thread();
     let load_start = loadavg_1m();
     let start = Instant::now();
     let url = provider.url(&format!("/watch/{BENCH_ID}"));
@@ -264,13 +263,7 @@ async fn run_audience(published: &Path, n: usize) -> Result<Value> {
             );
         }
     }
-    let cpu_end = CpuSample::take()?;
-    let by_thread = top_threads(
-        &threads_start,
-        &ticks_by_thread(),
-        cpu_end.total.saturating_sub(cpu_start.total),
-    );
-    let cpu = cpu_end.since(&cpu_start);
+    let cpu = CpuSample::take()?.since(&cpu_start);
     let wall_s = start.elapsed().as_secs_f64();
     let load_end = loadavg_1m();
     // The poll sees a tab within 0.3 s of the end as there; let its element
@@ -334,8 +327,6 @@ async fn run_audience(published: &Path, n: usize) -> Result<Value> {
             "own_share": cpu.own_share,
             "wall_s": wall_s,
             "loadavg_1m": { "start": load_start, "end": load_end, "max": load_max },
-            // [process kind / thread name, share of all CPU], largest first.
-            "by_thread": by_thread,
         },
         "per_tab": per_tab,
     }))
@@ -533,102 +524,6 @@ fn own_ticks() -> u64 {
         todo.extend(children.get(&pid).into_iter().flatten());
     }
     sum
-}
-
-/// CPU ticks (utime + stime) of every living thread of this process's
-/// descendants, summed by what the thread is: the process's kind (Chromium's
-/// `--type=`, with the utility's sub-type; `telly`; `chromedriver`) and the
-/// thread's name (`CrRendererMain` is a page's main thread, where the WASM,
-/// the DOM and MSE calls run; `Media` and the like decode). Threads that
-/// ended before the sample are not counted.
-fn ticks_by_thread() -> HashMap<String, u64> {
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return HashMap::new();
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        if let Some((_, rest)) = stat.rsplit_once(')')
-            && let Some(ppid) = rest.split_whitespace().nth(1).and_then(|v| v.parse().ok())
-        {
-            children.entry(ppid).or_default().push(pid);
-        }
-    }
-    let mut out = HashMap::new();
-    let mut todo = children
-        .get(&std::process::id())
-        .cloned()
-        .unwrap_or_default();
-    while let Some(pid) = todo.pop() {
-        todo.extend(children.get(&pid).into_iter().flatten());
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let program = args.first().map(String::as_str).unwrap_or("");
-        let flag = |name: &str| {
-            args.iter()
-                .find_map(|a| a.strip_prefix(name))
-                .map(str::to_string)
-        };
-        let kind = if program.contains("chromium") {
-            match (flag("--type="), flag("--utility-sub-type=")) {
-                (Some(t), Some(sub)) => format!("chromium {t} {sub}"),
-                (Some(t), None) => format!("chromium {t}"),
-                (None, _) => "chromium browser".to_string(),
-            }
-        } else {
-            program.rsplit('/').next().unwrap_or(program).to_string()
-        };
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            continue;
-        };
-        for task in tasks.flatten() {
-            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-                continue;
-            };
-            let (Some(open), Some((_, rest))) = (stat.find('('), stat.rsplit_once(')')) else {
-                continue;
-            };
-            let name = &stat[open + 1..stat.len() - rest.len() - 1];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            *out.entry(format!("{kind} / {name}")).or_default() += num(11) + num(12);
-        }
-    }
-    out
-}
-
-/// The threads that took the most CPU between two samples, as shares of
-/// all the machine's CPU over that time (`total_ticks`), largest first.
-fn top_threads(
-    before: &HashMap<String, u64>,
-    after: &HashMap<String, u64>,
-    total_ticks: u64,
-) -> Value {
-    let mut used: Vec<(&String, u64)> = after
-        .iter()
-        .map(|(k, v)| (k, v.saturating_sub(before.get(k).copied().unwrap_or(0))))
-        .filter(|(_, v)| *v > 0)
-        .collect();
-    used.sort_by_key(|u| std::cmp::Reverse(u.1));
-    let total = total_ticks.max(1) as f64;
-    Value::Array(
-        used.into_iter()
-            .take(15)
-            .map(|(k, v)| json!([k, (v as f64 / total * 1000.0).round() / 1000.0]))
-            .collect(),
-    )
 }
 
 fn loadavg_1m() -> f64 {

@@ -191,8 +191,6 @@ pub struct Engine {
     events: mpsc::UnboundedSender<Event>,
     _keys: KeySession,
     failed: bool,
-    /// Where the playhead last moved, and when (for [`plan::nudge`]).
-    still_at: (f64, f64),
 }
 
 impl Engine {
@@ -227,7 +225,6 @@ impl Engine {
             events,
             _keys: keys,
             failed: false,
-            still_at: (-1.0, 0.0),
         }
     }
 
@@ -257,7 +254,6 @@ impl Engine {
             match event {
                 Event::Stop => break,
                 Event::Tick => {
-                    self.unstick(&mut reporter);
                     self.pump();
                     self.refresh(&mut reporter);
                 }
@@ -305,28 +301,6 @@ impl Engine {
     fn playhead(&self) -> (f64, u64) {
         let s = self.video.current_time().max(0.0);
         (s, (s * 1000.0) as u64)
-    }
-
-    /// Steps a playhead over a hole it is stuck at (see [`plan::nudge`]).
-    fn unstick(&mut self, reporter: &mut Reporter) {
-        let now = Self::now_ms();
-        let position = self.video.current_time();
-        if self.failed || self.video.paused() || self.video.seeking() || position != self.still_at.0
-        {
-            self.still_at = (position, now);
-            return;
-        }
-        let buffered = mse::ranges(&self.video.buffered());
-        if let Some(to) = plan::nudge(&buffered, position, now - self.still_at.1) {
-            tracing::warn!(
-                from = position,
-                to,
-                "the playhead was stuck with media ahead"
-            );
-            reporter.snapshot.stats.nudges += 1;
-            self.video.set_current_time(to);
-            self.still_at = (to, now);
-        }
     }
 
     /// Starts whatever work the current state allows.

@@ -102,40 +102,6 @@ pub fn evictions_with(
     out
 }
 
-/// How long the playhead may stand still, while the element plays and holds
-/// media just ahead of it, before the player nudges it.
-pub const STUCK_NUDGE_MS: f64 = 3_000.0;
-/// Media the element must hold just past the playhead for a nudge: a stall
-/// with less is a wait for data, which only the data ends.
-const NUDGE_MIN_AHEAD_S: f64 = 1.0;
-/// How far a nudge moves the playhead when media lies under it.
-const NUDGE_STEP_S: f64 = 0.1;
-
-/// Where to move a playhead that has stood still at `playhead_s` for
-/// `still_ms` while playing, or `None`. A media element can stop for good
-/// with seconds buffered ahead, as Chromium did when its audio clock carried
-/// the playhead over a video block that never arrived: the video decoder then
-/// waits at the hole. Like other players, step over it: to the start of the
-/// next buffered range when the playhead sits in a gap, else a tenth of a
-/// second on.
-pub fn nudge(buffered: &[(f64, f64)], playhead_s: f64, still_ms: f64) -> Option<f64> {
-    if still_ms < STUCK_NUDGE_MS {
-        return None;
-    }
-    if let Some(&(_, end)) = buffered
-        .iter()
-        .find(|&&(start, end)| start <= playhead_s && playhead_s < end)
-    {
-        return (end - playhead_s >= NUDGE_MIN_AHEAD_S).then_some(playhead_s + NUDGE_STEP_S);
-    }
-    buffered
-        .iter()
-        .find(|&&(start, end)| {
-            start > playhead_s && start - playhead_s < 3.0 && end - start >= NUDGE_MIN_AHEAD_S
-        })
-        .map(|&(start, _)| start + 0.01)
-}
-
 /// Whether time `t` (seconds) lies in one of `ranges`.
 pub fn covers(ranges: &[(f64, f64)], t: f64) -> bool {
     ranges.iter().any(|&(s, e)| s <= t && t < e)
@@ -290,24 +256,6 @@ mod tests {
         );
         // A sliver is not worth a remove.
         assert!(evictions(&[(29.5, 100.0)], 90.0).is_empty());
-    }
-
-    #[test]
-    fn a_playhead_stuck_with_media_ahead_is_nudged_and_one_waiting_for_data_is_not() {
-        let buffered = [(0.0, 10.0), (12.0, 42.0)];
-        // Playing normally, or not stuck for long: nothing.
-        assert_eq!(nudge(&buffered, 12.07, 500.0), None);
-        // Stuck in buffered media: a tenth of a second on.
-        let to = nudge(&buffered, 12.07, 3_500.0).unwrap();
-        assert!((to - 12.17).abs() < 1e-9);
-        // Stuck in a hole with media just after it: to the next range.
-        let to = nudge(&buffered, 10.5, 3_500.0).unwrap();
-        assert!((12.0..12.1).contains(&to));
-        // Waiting for data (little or nothing ahead): no nudge.
-        assert_eq!(nudge(&[(0.0, 10.3)], 10.0, 10_000.0), None);
-        assert_eq!(nudge(&[(0.0, 10.0)], 10.0, 10_000.0), None);
-        // A range far ahead is a seek's business, not a nudge's.
-        assert_eq!(nudge(&[(0.0, 10.0), (30.0, 40.0)], 10.0, 10_000.0), None);
     }
 
     #[test]

@@ -61,8 +61,6 @@ pub struct PlayerStats {
     pub evictions: u32,
     /// Appends refused with QuotaExceededError (each followed by an eviction).
     pub quota_errors: u32,
-    /// Times the playhead stood still with media ahead and was stepped on.
-    pub nudges: u32,
     /// Hex hashes of every block appended to a SourceBuffer.
     pub appended_blocks: BTreeSet<String>,
     /// The last error, fatal or not.
