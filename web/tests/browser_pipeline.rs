@@ -28,13 +28,24 @@ wasm_bindgen_test_configure!(run_in_browser);
 struct ScriptedSource {
     answers: RefCell<VecDeque<Vec<u8>>>,
     calls: RefCell<Vec<Freshness>>,
+    /// Keeps what it fetched itself, as the swarm does.
+    keeps: bool,
 }
 
 impl ScriptedSource {
     fn new(answers: Vec<Vec<u8>>) -> Rc<Self> {
+        Self::made(answers, false)
+    }
+
+    fn keeping(answers: Vec<Vec<u8>>) -> Rc<Self> {
+        Self::made(answers, true)
+    }
+
+    fn made(answers: Vec<Vec<u8>>, keeps: bool) -> Rc<Self> {
         Rc::new(Self {
             answers: RefCell::new(answers.into()),
             calls: RefCell::new(Vec::new()),
+            keeps,
         })
     }
 
@@ -50,6 +61,10 @@ impl ScriptedSource {
 impl BlockSource for ScriptedSource {
     fn name(&self) -> &'static str {
         "scripted"
+    }
+
+    fn keeps_blocks(&self) -> bool {
+        self.keeps
     }
 
     fn fetch(
@@ -231,28 +246,6 @@ async fn without_a_store_blocks_still_play() {
     assert!(!outcome.newly_stored);
 }
 
-/// A source that keeps what it fetched itself, as the swarm does.
-struct KeepingSource(Rc<ScriptedSource>);
-
-impl BlockSource for KeepingSource {
-    fn name(&self) -> &'static str {
-        "keeping"
-    }
-
-    fn keeps_blocks(&self) -> bool {
-        true
-    }
-
-    fn fetch(
-        &self,
-        sha: Sha256Hash,
-        size: u64,
-        freshness: Freshness,
-    ) -> LocalBoxFuture<'static, Result<Uint8Array, SourceError>> {
-        self.0.fetch(sha, size, freshness)
-    }
-}
-
 #[wasm_bindgen_test]
 async fn a_block_known_not_stored_is_asked_of_a_keeping_source_without_reading_the_store() {
     let f = fixture();
@@ -260,10 +253,10 @@ async fn a_block_known_not_stored_is_asked_of_a_keeping_source_without_reading_t
     let store = BlockStore::open(&db).await.unwrap();
     store.put(&f.entry.sha256, &js(&f.sealed)).await.unwrap();
     let key = BlockKey::import(&f.raw_key).await.unwrap();
-    let scripted = ScriptedSource::new(vec![f.sealed.clone()]);
+    let scripted = ScriptedSource::keeping(vec![f.sealed.clone()]);
     let keeping = Pipeline {
         store: Some(store.clone()),
-        source: Rc::new(KeepingSource(scripted.clone())),
+        source: scripted.clone(),
         key: key.clone(),
     };
     let outcome = keeping.get_hinted(&f.entry, false).await;

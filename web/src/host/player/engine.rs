@@ -390,8 +390,9 @@ impl Engine {
             let pipeline = self.pipeline.clone();
             let manifest = self.manifest.clone();
             let events = self.events.clone();
-            let entry = &manifest.tracks[want.track].blocks[want.index];
-            let maybe_stored = self.stored.contains(&entry.sha256);
+            let maybe_stored = self
+                .stored
+                .contains(&manifest.tracks[want.track].blocks[want.index].sha256);
             wasm_bindgen_futures::spawn_local(async move {
                 let entry = &manifest.tracks[want.track].blocks[want.index];
                 let outcome = pipeline.get_hinted(entry, maybe_stored).await;
