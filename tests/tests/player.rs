@@ -210,6 +210,48 @@ async fn a_corrupt_block_at_the_origin_is_refused_and_never_appended() -> Result
 }
 
 #[tokio::test]
+async fn a_video_block_the_playhead_passed_without_leaves_no_frozen_picture() -> Result<()> {
+    // The origin loses one video block: the player cannot get it, Chromium's
+    // audio clock carries the playhead past the hole into media it holds, and
+    // its video decoder then waits at the hole for ever unless the player
+    // restarts decoding where the playhead is.
+    let provider = Provider::start()?;
+    let manifest = verified_manifest(&provider).await?;
+    let video = manifest
+        .tracks
+        .iter()
+        .find(|t| t.kind == telly_proto::TrackKind::Video)
+        .context("a video track")?;
+    let lost = &video.blocks[2];
+    let hex = lost.sha256.to_hex();
+    let path = provider.data_dir.join("blocks").join(&hex[..2]).join(&hex);
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+
+    let browser = Browser::launch().await?;
+    sign_in(&browser, &provider).await?;
+    browser
+        .goto(&provider.url(&format!("/watch/{TITLE_ID}")))
+        .await?;
+    let past = (lost.start_ms + lost.duration_ms) as f64 / 1000.0 + 6.0;
+    browser
+        .wait_until(
+            "playback well past the lost block",
+            &format!("{STATE} && {STATE}.current_time > {past}"),
+        )
+        .await?;
+    let s = stats(&browser).await?;
+    ensure!(
+        s["reseeks"].as_u64().unwrap_or(0) >= 1,
+        "playback went on without a restart of decoding: {s}"
+    );
+    ensure!(
+        browser.js(NO_MEDIA_ERROR).await? == Value::Bool(true),
+        "a media error: {s}"
+    );
+    browser.close().await
+}
+
+#[tokio::test]
 async fn a_manifest_signed_by_another_key_is_refused() -> Result<()> {
     // Without its key file the provider makes a new key pair on start: the stored
     // manifests are then signed by a key that is no longer the provider's.

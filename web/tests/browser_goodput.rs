@@ -261,7 +261,7 @@ struct End<'t> {
     loads: usize,
     /// Origin fetches asked, and failures still to report `(at, block)`.
     origin_asked: usize,
-    origin_failing: Vec<(Millis, BlockId)>,
+    origin_failing: Vec<(Millis, BlockId, u16)>,
     problems: Vec<String>,
     frame_bytes_out: u64,
     chunks_requested: u64,
@@ -389,15 +389,15 @@ impl<'t> End<'t> {
         if self.engine.poll_timeout().is_some_and(|at| at <= now) {
             self.engine.handle_timeout(now);
         }
-        let due: Vec<BlockId> = self
+        let due: Vec<(BlockId, u16)> = self
             .origin_failing
             .iter()
-            .filter(|(at, _)| *at <= now)
-            .map(|(_, b)| *b)
+            .filter(|(at, ..)| *at <= now)
+            .map(|&(_, block, first)| (block, first))
             .collect();
-        self.origin_failing.retain(|(at, _)| *at > now);
-        for block in due {
-            self.engine.handle_origin_failed(block, now);
+        self.origin_failing.retain(|(at, ..)| *at > now);
+        for (block, first) in due {
+            self.engine.handle_origin_failed(block, first, now);
         }
         self.spent.input += now_ms() - t;
     }
@@ -411,7 +411,7 @@ impl<'t> End<'t> {
 
     /// When this end wants to be woken.
     fn wake(&mut self) -> Option<Millis> {
-        let failing = self.origin_failing.iter().map(|(at, _)| *at);
+        let failing = self.origin_failing.iter().map(|(at, ..)| *at);
         self.engine.poll_timeout().into_iter().chain(failing).min()
     }
 
@@ -441,11 +441,11 @@ impl<'t> End<'t> {
                     self.outbox.push_back(frame);
                     self.flush();
                 }
-                Action::FetchFromOrigin { block, .. } => {
+                Action::FetchFromOrigin { block, first, .. } => {
                     // No origin here: it fails, as an unreachable one would.
                     self.origin_asked += 1;
                     self.origin_failing
-                        .push((now + ORIGIN_FAILS_AFTER_MS, block));
+                        .push((now + ORIGIN_FAILS_AFTER_MS, block, first));
                 }
                 Action::Load { block } => {
                     // The store hands back a copy, as IndexedDB would, and

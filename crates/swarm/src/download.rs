@@ -3,6 +3,7 @@
 //! STATE.md): `missing` counts chunks not yet `Got`, `unassigned` chunks `Missing`.
 
 use crate::peer::PeerId;
+use crate::time::Millis;
 use crate::trust::Trust;
 
 /// Where a verified chunk came from.
@@ -26,6 +27,14 @@ pub(crate) enum ChunkState<C> {
     Origin,
     /// Verified and kept.
     Got { data: C, from: Source },
+}
+
+/// One origin fetch in flight: chunks `first .. first + count` of a block.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OriginFetch {
+    pub asked: Millis,
+    pub bytes: u64,
+    pub count: u16,
 }
 
 #[derive(Debug)]
@@ -121,9 +130,11 @@ impl<T: Trust> Partial<T> {
         }
     }
 
-    /// The origin fetch failed or was refused: its chunks are missing again.
-    pub fn release_origin(&mut self) {
-        for state in &mut self.chunks {
+    /// An origin fetch of `range` ended without bringing these chunks (failed,
+    /// refused or short): they are missing again. Other fetches' chunks stay.
+    pub fn release_origin(&mut self, range: std::ops::Range<u16>) {
+        let range = usize::from(range.start)..usize::from(range.end).min(self.chunks.len());
+        for state in &mut self.chunks[range] {
             if matches!(state, ChunkState::Origin) {
                 *state = ChunkState::Missing;
                 self.unassigned += 1;

@@ -13,7 +13,7 @@ use telly_proto::Sha256Hash;
 use telly_proto::wire::{Bitfield, BlockId, GoodbyeReason, WIRE_VERSION};
 
 use crate::config::{Config, Stats};
-use crate::download::{Partial, Source};
+use crate::download::{OriginFetch, Partial, Source};
 use crate::layout::Layout;
 use crate::message::PeerMessage;
 use crate::peer::{Peer, PeerId, Phase};
@@ -105,8 +105,10 @@ pub struct Engine<T: Trust> {
     /// Bytes of recently held blocks and when each was last used.
     pub(crate) resident: FxHashMap<BlockId, Resident<T>>,
     pub(crate) loading: BTreeSet<BlockId>,
-    /// Origin fetches in flight: when asked and how many bytes.
-    pub(crate) origin_inflight: BTreeMap<BlockId, (Millis, u64)>,
+    /// Origin fetches in flight, by block and first chunk. A block may have
+    /// several, over disjoint runs of chunks: a chunk falling due while another
+    /// run of its block is still coming must not wait for that run.
+    pub(crate) origin_inflight: BTreeMap<(BlockId, u16), OriginFetch>,
     pub(crate) play: PlayState,
     pub(crate) position_ms: u64,
     pub(crate) position_at: Millis,
@@ -303,13 +305,16 @@ impl<T: Trust> Engine<T> {
             return;
         };
         let entry = info.entry.clone();
-        if let Some((asked, bytes)) = self.origin_inflight.remove(&block) {
-            let took = now.since(asked) as f64;
-            let transfer = (took - self.origin_rtt).max(1.0);
-            self.origin_rate = 0.7 * self.origin_rate + 0.3 * (bytes as f64 / transfer);
-        }
+        let Some(fetch) = self.origin_inflight.remove(&(block, first)) else {
+            // Not a fetch we asked for (or one already settled): nothing to trust.
+            return;
+        };
+        let took = now.since(fetch.asked) as f64;
+        let transfer = (took - self.origin_rtt).max(1.0);
+        self.origin_rate = 0.7 * self.origin_rate + 0.3 * (fetch.bytes as f64 / transfer);
+        let range = first..first + fetch.count;
         if self.has_block(block) {
-            self.partial_release_origin(block);
+            self.partial_release_origin(block, range);
             return;
         }
         let known = self.partial.get(&block).and_then(|p| p.hashes.clone());
@@ -340,18 +345,28 @@ impl<T: Trust> Engine<T> {
             }
             Err(error) => {
                 tracing::warn!(?block, %error, "origin data refused");
-                self.partial_release_origin(block);
             }
         }
-        self.partial_release_origin(block);
+        // Chunks of the range that did not come (a short or refused answer).
+        self.partial_release_origin(block, range);
         self.dirty_plan = true;
     }
 
-    /// The origin fetch failed; its chunks are planned again.
-    pub fn handle_origin_failed(&mut self, block: BlockId, _now: Millis) {
-        self.origin_inflight.remove(&block);
-        self.partial_release_origin(block);
-        self.dirty_plan = true;
+    /// The origin fetch of `block` from chunk `first` failed; its chunks are
+    /// planned again.
+    pub fn handle_origin_failed(&mut self, block: BlockId, first: u16, _now: Millis) {
+        if let Some(fetch) = self.origin_inflight.remove(&(block, first)) {
+            self.partial_release_origin(block, first..first + fetch.count);
+            self.dirty_plan = true;
+        }
+    }
+
+    /// Whether any origin fetch of `block` is in flight.
+    pub(crate) fn fetching_from_origin(&self, block: BlockId) -> bool {
+        self.origin_inflight
+            .range((block, 0)..=(block, u16::MAX))
+            .next()
+            .is_some()
     }
 
     /// The host read a held block back from its store (answering [`Action::Load`]).
@@ -481,7 +496,10 @@ impl<T: Trust> Engine<T> {
             "{block:?} have={} avail={} deadline_in={deadline}ms origin_inflight={:?} pos={pos} play={:?} chunks={chunks:?} wake_in={}",
             self.has_block(block),
             self.avail.get(block.0 as usize).copied().unwrap_or(0),
-            self.origin_inflight.get(&block),
+            self.origin_inflight
+                .range((block, 0)..=(block, u16::MAX))
+                .map(|((_, first), f)| (*first, f.count, now.since(f.asked)))
+                .collect::<Vec<_>>(),
             self.play,
             self.plan_wake.0 as i64 - now.0 as i64,
         )
@@ -541,9 +559,9 @@ impl<T: Trust> Engine<T> {
             .or_insert_with(|| Partial::new(chunks))
     }
 
-    fn partial_release_origin(&mut self, block: BlockId) {
+    fn partial_release_origin(&mut self, block: BlockId, chunks: std::ops::Range<u16>) {
         if let Some(p) = self.partial.get_mut(&block) {
-            p.release_origin();
+            p.release_origin(chunks);
         }
     }
 
@@ -578,7 +596,7 @@ impl<T: Trust> Engine<T> {
                 self.cancel_request(peer, block, chunk);
             }
             let keep = self.partial.get(&block).is_some_and(|p| {
-                p.missing < p.chunks.len() as u16 || self.origin_inflight.contains_key(&block)
+                p.missing < p.chunks.len() as u16 || self.fetching_from_origin(block)
             });
             if !keep {
                 self.partial.remove(&block);

@@ -103,6 +103,30 @@ impl<T: Trust> Engine<T> {
         if self.resident.len() > self.config.resident_blocks.max(1) {
             return Err("resident cache over its limit".into());
         }
+        // 8. A block's origin fetches cover disjoint runs, and a chunk is
+        // `Origin` only inside one of them.
+        let mut previous: Option<(crate::BlockId, u16)> = None;
+        for (&(block, first), fetch) in &self.origin_inflight {
+            if let Some((b, end)) = previous
+                && b == block
+                && first < end
+            {
+                return Err(format!("{block:?} origin fetches overlap at chunk {first}"));
+            }
+            previous = Some((block, first + fetch.count));
+        }
+        for (&block, p) in &self.partial {
+            for (i, c) in p.chunks.iter().enumerate() {
+                let covered = self
+                    .origin_inflight
+                    .range((block, 0)..=(block, i as u16))
+                    .next_back()
+                    .is_some_and(|(&(_, first), f)| i < usize::from(first + f.count));
+                if matches!(c, ChunkState::Origin) && !covered {
+                    return Err(format!("{block:?}/{i} is Origin outside any origin fetch"));
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use telly_proto::wire::{BlockId, CHUNK_SIZE, MAX_REQUEST_CHUNKS, chunk_len};
 
-use crate::download::ChunkState;
+use crate::download::{ChunkState, OriginFetch};
 use crate::engine::{Action, Engine, PlayState};
 use crate::message::PeerMessage;
 use crate::peer::{Inflight, Peer, PeerId, Phase, pipeline_for};
@@ -182,7 +182,7 @@ impl<T: Trust> Engine<T> {
             if urgent {
                 self.plan_urgent(block, deadline, &mut scratch, now);
             } else if avail == 0 || !scratch.any_eligible {
-                if !self.origin_inflight.contains_key(&block) {
+                if !self.fetching_from_origin(block) {
                     self.missing_chunks(block, &mut scratch.chunks);
                     self.consider_origin(block, deadline, &scratch.chunks, now);
                 }
@@ -332,7 +332,7 @@ impl<T: Trust> Engine<T> {
 
     /// Fetches `at_risk` chunks from the origin if it is time, else sets the wake-up.
     fn consider_origin(&mut self, block: BlockId, deadline: Millis, at_risk: &[u16], now: Millis) {
-        if at_risk.is_empty() || self.origin_inflight.contains_key(&block) {
+        if at_risk.is_empty() {
             return;
         }
         let bytes: u64 = at_risk
@@ -371,13 +371,17 @@ impl<T: Trust> Engine<T> {
         let (first, last) = if partial.hashes.is_none() {
             (0, partial.chunks.len() as u16 - 1)
         } else {
-            // The first run of at-risk chunks with nothing verified inside; the
-            // rest is planned again when this fetch lands.
+            // The first run of at-risk chunks with nothing verified or already
+            // coming from the origin inside; the rest is planned again later.
             let first = at_risk[0];
             let mut last = first;
             for &i in &at_risk[1..] {
-                let clear = (last + 1..i)
-                    .all(|j| !matches!(partial.chunks[usize::from(j)], ChunkState::Got { .. }));
+                let clear = (last + 1..i).all(|j| {
+                    !matches!(
+                        partial.chunks[usize::from(j)],
+                        ChunkState::Got { .. } | ChunkState::Origin
+                    )
+                });
                 if !clear {
                     break;
                 }
@@ -403,7 +407,14 @@ impl<T: Trust> Engine<T> {
         let fetched: u64 = (first..=last)
             .map(|i| self.chunk_bytes(block, usize::from(i)))
             .sum();
-        self.origin_inflight.insert(block, (now, fetched));
+        self.origin_inflight.insert(
+            (block, first),
+            OriginFetch {
+                asked: now,
+                bytes: fetched,
+                count: last - first + 1,
+            },
+        );
         self.stats.origin_fetches += 1;
         if nobody_has {
             self.stats.origin_fetches_unheld += 1;

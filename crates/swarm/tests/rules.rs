@@ -752,3 +752,50 @@ fn the_same_seed_gives_the_same_run() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn a_chunk_falling_due_does_not_wait_for_another_origin_fetch_of_its_block() {
+    // Blocks of eight chunks; the origin answers in 2.5 s, as a loaded one did.
+    // One peer never answers, the other leaves with chunks in flight: chunks
+    // of one block fall due one after another, each with nobody to ask.
+    let mut net = Net::new(title(9, 500_000));
+    net.origin_delay_ms = 2_500;
+    let mute = net.add(Net::config(1));
+    net.seed_all(mute);
+    net.nodes[mute].mute = true;
+    let leaver = net.add(Net::config(2));
+    net.seed_all(leaver);
+    net.nodes[leaver].up_rate = 300.0;
+    let viewer = net.add(Net::config(3));
+    net.connect(mute, viewer);
+    net.connect(leaver, viewer);
+    net.run_for(100);
+    net.play(viewer, 0, PlayState::Starting);
+    net.run_for(400);
+    net.play(viewer, 0, PlayState::Playing);
+    let playing_from = net.now;
+    net.run_for(4_000);
+    net.disconnect(leaver, viewer);
+    net.run_for(30_000);
+    // Once the playhead passes a block the engine stops fetching it, so a
+    // chunk that waited for its block's earlier origin fetch left a hole for
+    // good (block 4 here, before origin fetches were per run of chunks).
+    assert_eq!(net.delivered(viewer), net.all_blocks(), "{:?}", net.trace);
+    let log = &net.nodes[viewer].origin_log;
+    let overlapping = log.iter().enumerate().any(|(i, &(at, block, ..))| {
+        log[i + 1..]
+            .iter()
+            .any(|&(later, b, ..)| b == block && later < at + net.origin_delay_ms)
+    });
+    assert!(
+        overlapping,
+        "no block had two origin fetches at once: {log:?}"
+    );
+    for &(at, block) in &net.nodes[viewer].delivered {
+        let due = playing_from + net.title.layout.deadline_time(block);
+        assert!(
+            at <= due + net.origin_delay_ms,
+            "{block:?} delivered at {at:?}, due {due:?}"
+        );
+    }
+}

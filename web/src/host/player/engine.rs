@@ -191,6 +191,8 @@ pub struct Engine {
     events: mpsc::UnboundedSender<Event>,
     _keys: KeySession,
     failed: bool,
+    /// Where the playhead last moved, and when (for [`plan::reseek_in_place`]).
+    still_at: (f64, f64),
 }
 
 impl Engine {
@@ -225,6 +227,7 @@ impl Engine {
             events,
             _keys: keys,
             failed: false,
+            still_at: (-1.0, 0.0),
         }
     }
 
@@ -254,6 +257,7 @@ impl Engine {
             match event {
                 Event::Stop => break,
                 Event::Tick => {
+                    self.unstick(&mut reporter);
                     self.pump();
                     self.refresh(&mut reporter);
                 }
@@ -301,6 +305,38 @@ impl Engine {
     fn playhead(&self) -> (f64, u64) {
         let s = self.video.current_time().max(0.0);
         (s, (s * 1000.0) as u64)
+    }
+
+    /// Restarts decoding where a playhead stands still over media it holds
+    /// (see [`plan::reseek_in_place`]).
+    fn unstick(&mut self, reporter: &mut Reporter) {
+        let now = Self::now_ms();
+        let position = self.video.current_time();
+        if self.failed || self.video.paused() || self.video.seeking() || position != self.still_at.0
+        {
+            self.still_at = (position, now);
+            return;
+        }
+        let buffered = mse::ranges(&self.video.buffered());
+        let rejected = &reporter.snapshot.stats.rejected_blocks;
+        let refused_behind = |(from, to): plan::MsRange| {
+            self.manifest.tracks.iter().any(|track| {
+                track.blocks.iter().any(|b| {
+                    b.start_ms < to
+                        && from < b.start_ms + b.duration_ms
+                        && rejected.contains(&b.sha256.to_hex())
+                })
+            })
+        };
+        if plan::reseek_in_place(&buffered, position, now - self.still_at.1, refused_behind) {
+            tracing::warn!(
+                at = position,
+                "the playhead stood still over buffered media: restarting decoding there"
+            );
+            reporter.snapshot.stats.reseeks += 1;
+            self.video.set_current_time(position);
+            self.still_at = (position, now);
+        }
     }
 
     /// Starts whatever work the current state allows.

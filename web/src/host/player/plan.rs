@@ -102,6 +102,43 @@ pub fn evictions_with(
     out
 }
 
+/// How long the playhead may stand still while the element plays with media
+/// under and ahead of it before the player restarts decoding there.
+pub const STUCK_RESEEK_MS: f64 = 2_000.0;
+/// Media the element must hold past the playhead for a re-seek: a stall with
+/// less is a wait for data, which only the data ends.
+const RESEEK_MIN_AHEAD_S: f64 = 1.0;
+/// How far behind the playhead a refused block keeps it where it is.
+const REFUSED_LOOKBACK_MS: u64 = 6_000;
+
+/// Whether to seek a playhead that has stood still at `playhead_s` for
+/// `still_ms` while playing, in place. Chromium's audio clock plays on for up
+/// to 3 s when only video runs dry, so the playhead can pass a video block
+/// that came late; the video decoder then waits at that hole for good, though
+/// the element holds media at the playhead. A seek to where the playhead is
+/// restarts decoding at the keyframe before it: nothing ahead is skipped.
+/// Not when a block the player refused (a corrupt copy) lies just behind:
+/// playback stops at content the provider cannot serve intact.
+pub fn reseek_in_place(
+    buffered: &[(f64, f64)],
+    playhead_s: f64,
+    still_ms: f64,
+    refused_behind: impl Fn(MsRange) -> bool,
+) -> bool {
+    if still_ms < STUCK_RESEEK_MS {
+        return false;
+    }
+    let under_and_ahead = buffered
+        .iter()
+        .any(|&(start, end)| start <= playhead_s && end - playhead_s >= RESEEK_MIN_AHEAD_S);
+    let playhead_ms = (playhead_s * 1000.0) as u64;
+    under_and_ahead
+        && !refused_behind((
+            playhead_ms.saturating_sub(REFUSED_LOOKBACK_MS),
+            playhead_ms + 1,
+        ))
+}
+
 /// Whether time `t` (seconds) lies in one of `ranges`.
 pub fn covers(ranges: &[(f64, f64)], t: f64) -> bool {
     ranges.iter().any(|&(s, e)| s <= t && t < e)
@@ -256,6 +293,38 @@ mod tests {
         );
         // A sliver is not worth a remove.
         assert!(evictions(&[(29.5, 100.0)], 90.0).is_empty());
+    }
+
+    #[test]
+    fn a_playhead_stuck_with_media_under_it_is_reseeked_and_one_waiting_for_data_is_not() {
+        let buffered = [(0.0, 10.0), (12.0, 42.0)];
+        let nothing_refused = |_: MsRange| false;
+        // Playing normally, or not stuck for long: nothing.
+        assert!(!reseek_in_place(&buffered, 12.07, 500.0, nothing_refused));
+        // Stuck with media under and ahead of it: restart decoding there.
+        assert!(reseek_in_place(&buffered, 12.07, 2_500.0, nothing_refused));
+        // Waiting for data (in a hole, or little ahead): no.
+        assert!(!reseek_in_place(&buffered, 10.5, 10_000.0, nothing_refused));
+        assert!(!reseek_in_place(
+            &[(0.0, 10.3)],
+            10.0,
+            10_000.0,
+            nothing_refused
+        ));
+        // A refused block just behind keeps it where it is; one long past does not.
+        let refused_at = |block: MsRange| move |(from, to): MsRange| block.0 < to && from < block.1;
+        assert!(!reseek_in_place(
+            &buffered,
+            12.07,
+            9_000.0,
+            refused_at((10_000, 12_000))
+        ));
+        assert!(reseek_in_place(
+            &buffered,
+            30.0,
+            9_000.0,
+            refused_at((10_000, 12_000))
+        ));
     }
 
     #[test]

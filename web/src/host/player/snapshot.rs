@@ -61,6 +61,9 @@ pub struct PlayerStats {
     pub evictions: u32,
     /// Appends refused with QuotaExceededError (each followed by an eviction).
     pub quota_errors: u32,
+    /// Times the playhead stood still with media under it and decoding was
+    /// restarted there (see `plan::reseek_in_place`).
+    pub reseeks: u32,
     /// Hex hashes of every block appended to a SourceBuffer.
     pub appended_blocks: BTreeSet<String>,
     /// The last error, fatal or not.

@@ -345,7 +345,7 @@ impl TitleSwarm {
             Err(error) => {
                 tracing::warn!(?block, %error, "origin fetch failed");
                 *self.origin_failures.entry(block).or_default() += 1;
-                self.engine.handle_origin_failed(block, now);
+                self.engine.handle_origin_failed(block, first, now);
             }
         }
     }
