@@ -41,9 +41,26 @@ const SLACK: Duration = Duration::from_secs(240);
 /// a `waiting` after the first `playing`; its length runs to the next `playing`.
 const PROBE: &str = r#"(() => {
   const s = { first_playing_ms: null, first_progress_ms: null, ended_ms: null,
-              stalls: 0, stall_ms: 0, stall_at_s: [], stall_buffered_s: [], waiting_since: null };
+              stalls: 0, stall_ms: 0, stall_at_s: [], stall_buffered_s: [], waiting_since: null,
+              start_log: [], stall_log: [] };
   window.__bench = s;
   const player = (e) => e.target instanceof HTMLVideoElement && e.target.id === 'player';
+  // Until the first frame, every half second: [ms, player phase, swarm joined,
+  // peers, links connecting, bytes from peers, bytes from the origin, the
+  // element's readyState, appends per track, buffered ranges, the player's
+  // last error, the blocks it waits for as the engine sees them], to tell a
+  // slow page from a swarm that waits. The same at every stall and 1 s after
+  // (stall_log).
+  const record = () => {
+    const t = window.__telly, w = window.__telly_swarm;
+    const v = document.querySelector('video#player');
+    const p = t && t.player;
+    return [Math.round(performance.now()), p ? p.phase : null,
+      w ? w.joined : null, w ? w.peers : null, w ? w.connecting : null,
+      w ? w.bytes_from_peers : null, w ? w.bytes_from_origin : null, v ? v.readyState : null,
+      p ? p.stats.tracks.map((k) => k.appended) : null, p ? p.buffered : null,
+      p ? p.stats.last_error : null, w ? w.waiting_for : null];
+  };
   addEventListener('playing', (e) => {
     if (!player(e)) return;
     const now = performance.now();
@@ -63,34 +80,15 @@ const PROBE: &str = r#"(() => {
     }
     s.stall_buffered_s.push(Math.round(ahead * 100) / 100);
     if (s.waiting_since === null) s.waiting_since = performance.now();
+    if (s.stall_log.length < 40) {
+      s.stall_log.push(record());
+      setTimeout(() => { if (s.stall_log.length < 40) s.stall_log.push(record()); }, 1000);
+    }
   }, true);
   addEventListener('timeupdate', (e) => {
     if (player(e) && s.first_progress_ms === null && e.target.currentTime > 0) s.first_progress_ms = performance.now();
   }, true);
   addEventListener('ended', (e) => { if (player(e)) s.ended_ms = performance.now(); }, true);
-  // Until the first frame, every half second: [ms, player phase, swarm joined,
-  // peers, links connecting, bytes from peers, bytes from the origin, the
-  // element's readyState, appends per track, buffered ranges, the player's
-  // last error, the blocks it waits for as the engine sees them], to tell a
-  // slow page from a swarm that waits. The same at every stall (stall_log).
-  s.start_log = [];
-  s.stall_log = [];
-  const record = () => {
-    const t = window.__telly, w = window.__telly_swarm;
-    const v = document.querySelector('video#player');
-    const p = t && t.player;
-    return [Math.round(performance.now()), p ? p.phase : null,
-      w ? w.joined : null, w ? w.peers : null, w ? w.connecting : null,
-      w ? w.bytes_from_peers : null, w ? w.bytes_from_origin : null, v ? v.readyState : null,
-      p ? p.stats.tracks.map((k) => k.appended) : null, p ? p.buffered : null,
-      p ? p.stats.last_error : null, w ? w.waiting_for : null];
-  };
-  addEventListener('waiting', (e) => {
-    if (player(e) && s.first_playing_ms !== null && s.stall_log.length < 40) {
-      s.stall_log.push(record());
-      setTimeout(() => { if (s.stall_log.length < 40) s.stall_log.push(record()); }, 1000);
-    }
-  }, true);
   const sample = () => {
     if (s.first_playing_ms !== null || s.start_log.length >= 240) return;
     s.start_log.push(record());
@@ -208,6 +206,7 @@ async fn run_audience(published: &Path, n: usize) -> Result<Value> {
     }
 
     let cpu_start = CpuSample::take()?;
+    let threads_start = ticks_by_thread();
     let load_start = loadavg_1m();
     let start = Instant::now();
     let url = provider.url(&format!("/watch/{BENCH_ID}"));
@@ -263,7 +262,13 @@ async fn run_audience(published: &Path, n: usize) -> Result<Value> {
             );
         }
     }
-    let cpu = CpuSample::take()?.since(&cpu_start);
+    let cpu_end = CpuSample::take()?;
+    let by_thread = top_threads(
+        &threads_start,
+        &ticks_by_thread(),
+        cpu_end.total.saturating_sub(cpu_start.total),
+    );
+    let cpu = cpu_end.since(&cpu_start);
     let wall_s = start.elapsed().as_secs_f64();
     let load_end = loadavg_1m();
     // The poll sees a tab within 0.3 s of the end as there; let its element
@@ -280,6 +285,9 @@ async fn run_audience(published: &Path, n: usize) -> Result<Value> {
     for (i, tab) in tabs.iter().enumerate() {
         let bench = tab.js("window.__bench").await?;
         let swarm = tab.js("window.__telly_swarm ?? null").await?;
+        let reseeks = tab
+            .js("window.__telly ? window.__telly.player.stats.reseeks : null")
+            .await?;
         let ms = |v: &Value| v.as_f64().map(|ms| ms / 1000.0);
         let joined = joined_at[i].unwrap_or_default();
         per_tab.push(json!({
@@ -297,6 +305,7 @@ async fn run_audience(published: &Path, n: usize) -> Result<Value> {
             "stalls_with_media_buffered": bench["stall_buffered_s"]
                 .as_array()
                 .map_or(0, |b| b.iter().filter(|s| s.as_f64().unwrap_or(0.0) >= 1.0).count()),
+            "reseeks": reseeks,
             "bytes_from_peers": swarm["bytes_from_peers"],
             "bytes_from_origin": swarm["bytes_from_origin"],
             "bytes_uploaded": swarm["bytes_uploaded"],
@@ -321,12 +330,15 @@ async fn run_audience(published: &Path, n: usize) -> Result<Value> {
         "stalls": sum("stalls") as u64,
         "stall_s": sum("stall_s"),
         "stalls_with_media_buffered": sum("stalls_with_media_buffered") as u64,
+        "reseeks": sum("reseeks") as u64,
         "ttff_s": { "first": ttff(0), "last": ttff(n - 1) },
         "cpu": {
             "busy_share": cpu.busy_share,
             "own_share": cpu.own_share,
             "wall_s": wall_s,
             "loadavg_1m": { "start": load_start, "end": load_end, "max": load_max },
+            // [process kind / thread name, share of all CPU], largest first.
+            "by_thread": by_thread,
         },
         "per_tab": per_tab,
     }))
@@ -524,6 +536,102 @@ fn own_ticks() -> u64 {
         todo.extend(children.get(&pid).into_iter().flatten());
     }
     sum
+}
+
+/// CPU ticks (utime + stime) of every living thread of this process's
+/// descendants, summed by what the thread is: the process's kind (Chromium's
+/// `--type=`, with the utility's sub-type; `telly`; `chromedriver`) and the
+/// thread's name (`CrRendererMain` is a page's main thread, where the WASM,
+/// the DOM and MSE calls run; `Media` and the like decode). Threads that
+/// ended before the sample are not counted.
+fn ticks_by_thread() -> HashMap<String, u64> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return HashMap::new();
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some((_, rest)) = stat.rsplit_once(')')
+            && let Some(ppid) = rest.split_whitespace().nth(1).and_then(|v| v.parse().ok())
+        {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut out = HashMap::new();
+    let mut todo = children
+        .get(&std::process::id())
+        .cloned()
+        .unwrap_or_default();
+    while let Some(pid) = todo.pop() {
+        todo.extend(children.get(&pid).into_iter().flatten());
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let program = args.first().map(String::as_str).unwrap_or("");
+        let flag = |name: &str| {
+            args.iter()
+                .find_map(|a| a.strip_prefix(name))
+                .map(str::to_string)
+        };
+        let kind = if program.contains("chromium") {
+            match (flag("--type="), flag("--utility-sub-type=")) {
+                (Some(t), Some(sub)) => format!("chromium {t} {sub}"),
+                (Some(t), None) => format!("chromium {t}"),
+                (None, _) => "chromium browser".to_string(),
+            }
+        } else {
+            program.rsplit('/').next().unwrap_or(program).to_string()
+        };
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            let (Some(open), Some((_, rest))) = (stat.find('('), stat.rsplit_once(')')) else {
+                continue;
+            };
+            let name = &stat[open + 1..stat.len() - rest.len() - 1];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            *out.entry(format!("{kind} / {name}")).or_default() += num(11) + num(12);
+        }
+    }
+    out
+}
+
+/// The threads that took the most CPU between two samples, as shares of
+/// all the machine's CPU over that time (`total_ticks`), largest first.
+fn top_threads(
+    before: &HashMap<String, u64>,
+    after: &HashMap<String, u64>,
+    total_ticks: u64,
+) -> Value {
+    let mut used: Vec<(&String, u64)> = after
+        .iter()
+        .map(|(k, v)| (k, v.saturating_sub(before.get(k).copied().unwrap_or(0))))
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    used.sort_by_key(|u| std::cmp::Reverse(u.1));
+    let total = total_ticks.max(1) as f64;
+    Value::Array(
+        used.into_iter()
+            .take(15)
+            .map(|(k, v)| json!([k, (v as f64 / total * 1000.0).round() / 1000.0]))
+            .collect(),
+    )
 }
 
 fn loadavg_1m() -> f64 {

@@ -96,6 +96,14 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// Bytes an upload token bucket filling at `bytes_per_second` holds
+    /// (`upload_burst_ms` of it; callers keep at least one chunk).
+    pub(crate) fn burst_bytes(&self, bytes_per_second: u64) -> f64 {
+        bytes_per_second as f64 / 1000.0 * self.upload_burst_ms as f64
+    }
+}
+
 /// A snapshot of what the engine has done, for stats panels and reports.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Stats {

@@ -217,8 +217,7 @@ impl<T: Trust> Engine<T> {
         let rtt = self.config.initial_peer_rtt_ms as f64;
         let mut fresh = Peer::new(self.layout.len(), rate, rtt, now);
         // A newcomer may take its first block in one burst (see `upload_burst_ms`).
-        fresh.up_tokens =
-            self.config.per_peer_upload_cap as f64 / 1000.0 * self.config.upload_burst_ms as f64;
+        fresh.up_tokens = self.config.burst_bytes(self.config.per_peer_upload_cap);
         self.peers.insert(peer, fresh);
         self.send(
             peer,

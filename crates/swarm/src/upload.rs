@@ -294,9 +294,11 @@ impl<T: Trust> Engine<T> {
             return;
         }
         let chunk = CHUNK_SIZE as f64;
-        let burst_ms = self.config.upload_burst_ms as f64;
-        let burst = (cap * burst_ms).max(chunk);
-        let per_peer_burst = (per_peer_cap * burst_ms).max(chunk);
+        let burst = self.config.burst_bytes(self.config.upload_cap).max(chunk);
+        let per_peer_burst = self
+            .config
+            .burst_bytes(self.config.per_peer_upload_cap)
+            .max(chunk);
         let send_ms = chunk / cap.min(per_peer_cap).max(1e-6);
         self.total_tokens =
             (self.total_tokens + now.since(self.total_tokens_at) as f64 * cap).min(burst);

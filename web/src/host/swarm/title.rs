@@ -30,6 +30,7 @@ use super::snapshot::{HISTORY_SAMPLES, RateSample, SnapshotFn, SwarmSnapshot};
 use super::source::SwarmSource;
 use crate::host::crypto;
 use crate::host::source::SourceError;
+use crate::host::store::BlockStore;
 
 /// Verified blocks kept for the player before it asks; more are dropped (they
 /// stay in IndexedDB and in the engine).
@@ -174,17 +175,12 @@ impl TitleSwarm {
             let store = shared.store.clone();
             let sha = *sha;
             wasm_bindgen_futures::spawn_local(async move {
-                let answer = match &store {
-                    Some(store) => match store.get(&sha).await {
-                        Ok(Some(bytes)) => Ok(bytes),
-                        Ok(None) => Err(SwarmSource::error(sha, "delivered before and not kept")),
-                        Err(e) => Err(SwarmSource::error(sha, format!("delivered before; {e}"))),
-                    },
-                    None => Err(SwarmSource::error(
+                let answer = read_kept(store.as_ref(), &sha).await.map_err(|why| {
+                    SwarmSource::error(
                         sha,
-                        "delivered before and no longer in memory (no storage)",
-                    )),
-                };
+                        format!("delivered before and no longer in memory; {why}"),
+                    )
+                });
                 let _ = reply.send(answer);
             });
             return;
@@ -356,12 +352,9 @@ impl TitleSwarm {
         let hub = hub.clone();
         let swarm = self.swarm_id;
         wasm_bindgen_futures::spawn_local(async move {
-            let bytes = match &store {
-                Some(store) => match store.get(&sha).await.ok().flatten() {
-                    Some(bytes) => Some(crypto::with_leaves(&bytes).await),
-                    None => None,
-                },
-                None => None,
+            let bytes = match read_kept(store.as_ref(), &sha).await {
+                Ok(bytes) => Some(crypto::with_leaves(&bytes).await),
+                Err(_) => None,
             };
             let _ = hub.unbounded_send(HubEvent::Loaded {
                 swarm,
@@ -491,4 +484,16 @@ fn concat(chunks: &[std::sync::Arc<[u8]>]) -> Uint8Array {
         at += chunk.len() as u32;
     }
     bytes
+}
+
+/// A block this tab kept in IndexedDB, read back; why not, in words.
+async fn read_kept(store: Option<&BlockStore>, sha: &Sha256Hash) -> Result<Uint8Array, String> {
+    let Some(store) = store else {
+        return Err("this tab keeps no blocks (no storage)".into());
+    };
+    match store.get(sha).await {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => Err("not kept in storage".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
