@@ -113,6 +113,9 @@ pub struct Engine<T: Trust> {
     pub(crate) position_ms: u64,
     pub(crate) position_at: Millis,
     pub(crate) waiting_since: Millis,
+    /// The tracker offered no peers and none has connected: no have-map is on
+    /// its way, so a starting viewer has nobody to look around for.
+    pub(crate) alone: bool,
     pub(crate) expiries: BinaryHeap<Reverse<(Millis, PeerId, BlockId, u16)>>,
     pub(crate) plan_wake: Millis,
     pub(crate) upload_wake: Millis,
@@ -156,6 +159,7 @@ impl<T: Trust> Engine<T> {
             partial: FxHashMap::default(),
             resident: FxHashMap::default(),
             loading: BTreeSet::new(),
+            alone: false,
             origin_inflight: BTreeMap::new(),
             play: PlayState::Paused,
             position_ms: 0,
@@ -195,6 +199,14 @@ impl<T: Trust> Engine<T> {
         }
     }
 
+    /// The tracker answered our join offering `peers` to dial. With none, a
+    /// starting viewer takes what it needs from the origin at once instead of
+    /// waiting for have-maps that cannot come (the first viewer of a title).
+    pub fn handle_joined(&mut self, peers: usize, _now: Millis) {
+        self.alone = peers == 0 && self.peers.is_empty();
+        self.dirty_plan = true;
+    }
+
     /// The player's position and state; a jump in position is a seek, which
     /// re-plans at once and cancels what is no longer needed.
     pub fn handle_playhead(&mut self, position_ms: u64, state: PlayState, now: Millis) {
@@ -215,6 +227,7 @@ impl<T: Trust> Engine<T> {
     pub fn handle_peer_connected(&mut self, peer: PeerId, now: Millis) {
         let rate = self.config.initial_peer_rate as f64 / 1000.0;
         let rtt = self.config.initial_peer_rtt_ms as f64;
+        self.alone = false;
         let mut fresh = Peer::new(self.layout.len(), rate, rtt, now);
         // A newcomer may take its first block in one burst (see `upload_burst_ms`).
         fresh.up_tokens = self.config.burst_bytes(self.config.per_peer_upload_cap);

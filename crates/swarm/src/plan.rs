@@ -355,10 +355,11 @@ impl<T: Trust> Engine<T> {
         };
         let mut due = deadline - lead;
         // A newcomer whose peers hold none of its first blocks has nobody to
-        // wait for once their have-maps had time to arrive: a viewer alone
-        // starts at once.
+        // wait for once their have-maps had time to arrive, and one the
+        // tracker found alone has nobody at all: it starts at once.
         if nobody_has && self.play == PlayState::Starting && self.waits_for(deadline) {
-            due = due.min(self.waiting_since + STARTUP_LOOKAROUND_MS);
+            let look = if self.alone { 0 } else { STARTUP_LOOKAROUND_MS };
+            due = due.min(self.waiting_since + look);
         }
         if now < due {
             self.plan_wake = self.plan_wake.min(due);

@@ -51,6 +51,27 @@ fn a_viewer_alone_starts_from_the_origin_at_once() {
 }
 
 #[test]
+fn a_viewer_the_tracker_found_alone_does_not_look_around() {
+    let mut net = net();
+    let viewer = net.add(Net::config(1));
+    let now = net.now;
+    net.nodes[viewer].engine.handle_joined(0, now);
+    net.play(viewer, 0, PlayState::Starting);
+    net.run_for(1);
+    // No have-map can come: its first blocks are asked of the origin at once,
+    // not after the 0.3 s a viewer with peers on the way gives their have-maps.
+    let first = net.nodes[viewer].origin_log.first().map(|o| o.0);
+    assert_eq!(first, Some(now), "{:?}", net.nodes[viewer].origin_log);
+    // A viewer offered peers does look around.
+    let mut net = self::net();
+    let viewer = net.add(Net::config(1));
+    net.nodes[viewer].engine.handle_joined(2, Millis(0));
+    net.play(viewer, 0, PlayState::Starting);
+    net.run_for(250);
+    assert!(net.nodes[viewer].origin_log.is_empty());
+}
+
+#[test]
 fn a_viewer_takes_even_its_first_block_from_a_ready_peer() {
     let mut net = net();
     let seed = net.add(Net::config(1));

@@ -125,6 +125,9 @@ impl Hub {
             ServerMessage::Joined { swarm_id, peers }
             | ServerMessage::Peers { swarm_id, peers } => {
                 if let Some(title) = self.titles.get_mut(&swarm_id) {
+                    if !title.joined {
+                        title.engine.handle_joined(peers.len(), now);
+                    }
                     title.joined = true;
                     title.refused = None;
                 }
