@@ -288,6 +288,8 @@ async fn run_audience(published: &Path, n: usize) -> Result<Value> {
         let reseeks = tab
             .js("window.__telly ? window.__telly.player.stats.reseeks : null")
             .await?;
+        // Milestones of the tab's start, ms from its navigation (host::marks).
+        let marks = tab.js("window.__telly_marks ?? null").await?;
         let ms = |v: &Value| v.as_f64().map(|ms| ms / 1000.0);
         let joined = joined_at[i].unwrap_or_default();
         per_tab.push(json!({
@@ -306,6 +308,7 @@ async fn run_audience(published: &Path, n: usize) -> Result<Value> {
                 .as_array()
                 .map_or(0, |b| b.iter().filter(|s| s.as_f64().unwrap_or(0.0) >= 1.0).count()),
             "reseeks": reseeks,
+            "marks": marks,
             "bytes_from_peers": swarm["bytes_from_peers"],
             "bytes_from_origin": swarm["bytes_from_origin"],
             "bytes_uploaded": swarm["bytes_uploaded"],

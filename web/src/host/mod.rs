@@ -4,6 +4,7 @@
 pub mod api;
 pub mod crypto;
 pub mod events;
+pub mod marks;
 pub mod player;
 pub mod rtc;
 pub mod source;

@@ -496,9 +496,10 @@ fn kind(msg: &wire::Message) -> String {
             block,
             first,
             count,
+            deadline_ms,
             ..
         } => {
-            format!("request {}/{first}+{count}", block.0)
+            format!("request {}/{first}+{count} by {deadline_ms}", block.0)
         }
         other => format!("{other:?}").chars().take(40).collect(),
     }

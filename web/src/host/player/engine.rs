@@ -26,6 +26,7 @@ use super::mse::{self, MseError};
 use super::plan;
 use super::snapshot::{Phase, PlayerSnapshot, TrackStats, publish_debug};
 use crate::host::events::Listener;
+use crate::host::marks;
 
 pub const MAX_PARALLEL_FETCHES: usize = 3;
 const TICK_MS: u32 = 250;
@@ -512,6 +513,7 @@ impl Engine {
         self.tracks[track].busy = false;
         match (op, result) {
             (Op::Append { index, .. }, Ok(())) => {
+                marks::mark("first media block appended");
                 let sha = self.manifest.tracks[track].blocks[index].sha256;
                 let state = &mut self.tracks[track];
                 state.slots.insert(index, Slot::Appended);

@@ -26,6 +26,7 @@ use self::fetch::Pipeline;
 pub use self::snapshot::{Phase, PlayerSnapshot, PlayerStats, TrackStats};
 use crate::host::api::{Api, ApiError};
 use crate::host::crypto::BlockKey;
+use crate::host::marks;
 use crate::host::source::{BlockSource, OriginSource};
 use crate::host::store::{BlockStore, DEFAULT_DB_NAME};
 use crate::host::swarm::{SwarmHub, SwarmSnapshot};
@@ -157,6 +158,7 @@ async fn setup(
     events: mpsc::UnboundedSender<Event>,
     reporter: &mut Reporter,
 ) -> Result<Engine, PlayerError> {
+    marks::mark("player setup");
     let api = options.api.clone();
     let id = options.title_id.clone();
     let (config, signed, licence) =
@@ -184,6 +186,7 @@ async fn setup(
         ));
     }
     reporter.manifest_verified(&manifest);
+    marks::mark("manifest verified");
 
     for track in &manifest.tracks {
         if !mse::is_supported(&track.mime) {
@@ -246,6 +249,7 @@ async fn setup(
     )
     .await
     .map_err(PlayerError::Keys)?;
+    marks::mark("keys set up");
 
     let media = mse::Attached::new(video)
         .await
@@ -253,6 +257,7 @@ async fn setup(
     media
         .source
         .set_duration(manifest.duration_ms as f64 / 1000.0);
+    marks::mark("media source open");
     let mut buffers = Vec::new();
     for track in &manifest.tracks {
         buffers.push(media.add_buffer(&track.mime).map_err(|e| match e {
@@ -277,6 +282,7 @@ async fn setup(
             .map_err(|e| PlayerError::Media(format!("the {:?} init segment: {e}", track.kind)))?;
     }
 
+    marks::mark("init segments appended");
     Ok(Engine::new(
         video.clone(),
         media,

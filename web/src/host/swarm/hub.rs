@@ -33,6 +33,7 @@ use super::snapshot::SnapshotFn;
 use super::source::SwarmSource;
 use super::title::{Reply, TitleSwarm};
 use crate::host::api::Api;
+use crate::host::marks;
 use crate::host::rtc::{LinkEvent, RtcOptions, unlock_loopback_candidates};
 use crate::host::store::BlockStore;
 
@@ -377,6 +378,7 @@ impl Hub {
                 return;
             }
         };
+        marks::mark("grant");
         title.grant_expires_at = grant.expires_at;
         title.engine.set_grant(presented);
         let title = &self.titles[&swarm];

@@ -28,9 +28,9 @@ use super::hub::{HubEvent, Shared};
 use super::links::{Flow, Links};
 use super::snapshot::{HISTORY_SAMPLES, RateSample, SnapshotFn, SwarmSnapshot};
 use super::source::SwarmSource;
-use crate::host::crypto;
 use crate::host::source::SourceError;
 use crate::host::store::BlockStore;
+use crate::host::{crypto, marks};
 
 /// Verified blocks kept for the player before it asks; more are dropped (they
 /// stay in IndexedDB and in the engine).
@@ -73,6 +73,8 @@ pub struct TitleSwarm {
     pub history: VecDeque<RateSample>,
     pub reported: Reported,
     pub on_snapshot: Option<SnapshotFn>,
+    /// Deliveries recorded as page milestones so far (the first few only).
+    delivered_marks: u8,
 }
 
 impl TitleSwarm {
@@ -103,6 +105,7 @@ impl TitleSwarm {
             history: VecDeque::new(),
             reported: Reported::default(),
             on_snapshot: None,
+            delivered_marks: 0,
         }
     }
 
@@ -220,6 +223,9 @@ impl TitleSwarm {
         now: Millis,
     ) {
         let mut message = msg.to_wire();
+        if let Message::Request { .. } = &message {
+            marks::mark("first peer request");
+        }
         match &mut message {
             Message::Chunk { data, .. } if faults.corrupt_uploads => {
                 // Test peer only (`?fault=corrupt-uploads`): every chunk it serves is bad.
@@ -274,6 +280,7 @@ impl TitleSwarm {
         first: u16,
         count: u16,
     ) {
+        marks::mark("first origin fetch");
         let entry = self.engine.layout().info(block).entry.clone();
         let start = u64::from(first) * CHUNK_SIZE as u64;
         let end = (u64::from(first) + u64::from(count)) * CHUNK_SIZE as u64;
@@ -380,6 +387,10 @@ impl TitleSwarm {
     }
 
     fn deliver(&mut self, block: BlockId) {
+        if self.delivered_marks < 4 {
+            self.delivered_marks += 1;
+            marks::mark(&format!("verified block {}", block.0));
+        }
         if let Some(waiters) = self.waiters.remove(&block)
             && let Some(bytes) = self.ready.remove(&block)
         {

@@ -14,6 +14,7 @@ use telly_proto::wire::{self, Message};
 use telly_swarm::{Millis, PeerMessage, Signed};
 
 use super::{Hub, HubEvent, MAX_BACKOFF_MS, PING_MS, SIGNAL_SILENCE_MS, TARGET_PEERS};
+use crate::host::marks;
 use crate::host::rtc::LinkEvent;
 use crate::host::swarm::signal::{SignalEvent, SignalSocket};
 use crate::host::swarm::title::TitleSwarm;
@@ -103,6 +104,7 @@ impl Hub {
         self.last_signal_frame = ms;
         match event {
             SignalEvent::Open => {
+                marks::mark("signalling open");
                 self.backoff_ms = 1_000.0;
                 self.shared.signalling_open.set(true);
                 let swarms: Vec<Sha256Hash> = self.titles.keys().copied().collect();
@@ -126,6 +128,11 @@ impl Hub {
             | ServerMessage::Peers { swarm_id, peers } => {
                 if let Some(title) = self.titles.get_mut(&swarm_id) {
                     if !title.joined {
+                        marks::mark(if peers.is_empty() {
+                            "joined alone"
+                        } else {
+                            "joined"
+                        });
                         title.engine.handle_joined(peers.len(), now);
                     }
                     title.joined = true;
@@ -345,6 +352,7 @@ impl Hub {
                 });
             }
             LinkEvent::Open => {
+                marks::mark("first link open");
                 link.open = true;
                 title.engine.handle_peer_connected(engine_id, now);
                 title.links.flush(&peer);
@@ -360,6 +368,11 @@ impl Hub {
                     title.engine.handle_undecodable(engine_id);
                 }
                 Ok(message) => {
+                    match &message {
+                        Message::Handshake(_) => marks::mark("first peer handshake"),
+                        Message::Chunk { .. } => marks::mark("first peer chunk"),
+                        _ => {}
+                    }
                     let msg = PeerMessage::<Signed>::from_wire(message);
                     title.engine.handle_message(engine_id, msg, now);
                 }
