@@ -506,10 +506,21 @@ impl CpuSample {
 /// living one is still counted (in its parent's c-times); one whose parent
 /// also exited is lost, so this is a floor.
 fn own_ticks() -> u64 {
+    let (children, ticks) = process_table();
+    let me = std::process::id();
+    std::iter::once(me)
+        .chain(descendants(&children, me))
+        .map(|pid| ticks.get(&pid).copied().unwrap_or(0))
+        .sum()
+}
+
+/// Every living process: its children, and its CPU ticks with those of its
+/// reaped children (utime + stime + cutime + cstime).
+fn process_table() -> (HashMap<u32, Vec<u32>>, HashMap<u32, u64>) {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     let mut ticks: HashMap<u32, u64> = HashMap::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
+        return (children, ticks);
     };
     for entry in entries.flatten() {
         let Some(pid) = entry
@@ -532,13 +543,18 @@ fn own_ticks() -> u64 {
         children.entry(num(1) as u32).or_default().push(pid);
         ticks.insert(pid, num(11) + num(12) + num(13) + num(14));
     }
-    let mut sum = 0;
-    let mut todo = vec![std::process::id()];
+    (children, ticks)
+}
+
+/// The processes below `root`, however deep.
+fn descendants(children: &HashMap<u32, Vec<u32>>, root: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = children.get(&root).cloned().unwrap_or_default();
     while let Some(pid) = todo.pop() {
-        sum += ticks.get(&pid).copied().unwrap_or(0);
         todo.extend(children.get(&pid).into_iter().flatten());
+        out.push(pid);
     }
-    sum
+    out
 }
 
 /// CPU ticks (utime + stime) of every living thread of this process's
@@ -548,37 +564,14 @@ fn own_ticks() -> u64 {
 /// the DOM and MSE calls run; `Media` and the like decode). Threads that
 /// ended before the sample are not counted.
 fn ticks_by_thread() -> HashMap<String, u64> {
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return HashMap::new();
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        if let Some((_, rest)) = stat.rsplit_once(')')
-            && let Some(ppid) = rest.split_whitespace().nth(1).and_then(|v| v.parse().ok())
-        {
-            children.entry(ppid).or_default().push(pid);
-        }
-    }
+    let (children, _) = process_table();
     let mut out = HashMap::new();
-    let mut todo = children
-        .get(&std::process::id())
-        .cloned()
-        .unwrap_or_default();
-    while let Some(pid) = todo.pop() {
-        todo.extend(children.get(&pid).into_iter().flatten());
+    for pid in descendants(&children, std::process::id()) {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        // Chromium's children rewrite their command line as one string with
+        // spaces (a process title), not NUL-separated arguments.
         let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
+            .split(|b| *b == 0 || *b == b' ')
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
         let program = args.first().map(String::as_str).unwrap_or("");

@@ -36,6 +36,20 @@ async fn verified_manifest(provider: &Provider) -> Result<Manifest> {
     Ok(provider.manifest().await?.verify(&config.provider_key)?)
 }
 
+fn video_track(manifest: &Manifest) -> Result<&telly_proto::Track> {
+    manifest
+        .tracks
+        .iter()
+        .find(|t| t.kind == telly_proto::TrackKind::Video)
+        .context("a video track")
+}
+
+/// Where the provider keeps a block's sealed bytes.
+fn block_file(provider: &Provider, block: &telly_proto::BlockEntry) -> std::path::PathBuf {
+    let hex = block.sha256.to_hex();
+    provider.data_dir.join("blocks").join(&hex[..2]).join(&hex)
+}
+
 #[tokio::test]
 async fn watch_seek_and_reload_play_from_the_store() -> Result<()> {
     let provider = Provider::start()?;
@@ -138,14 +152,10 @@ const CHROMIUM_VIDEO_UNDERFLOW_S: f64 = 3.0;
 async fn a_corrupt_block_at_the_origin_is_refused_and_never_appended() -> Result<()> {
     let provider = Provider::start()?;
     let manifest = verified_manifest(&provider).await?;
-    let video = manifest
-        .tracks
-        .iter()
-        .find(|t| t.kind == telly_proto::TrackKind::Video)
-        .context("a video track")?;
+    let video = video_track(&manifest)?;
     let victim = &video.blocks[2];
     let hex = victim.sha256.to_hex();
-    let path = provider.data_dir.join("blocks").join(&hex[..2]).join(&hex);
+    let path = block_file(&provider, victim);
     let mut bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
@@ -217,14 +227,8 @@ async fn a_video_block_the_playhead_passed_without_leaves_no_frozen_picture() ->
     // restarts decoding where the playhead is.
     let provider = Provider::start()?;
     let manifest = verified_manifest(&provider).await?;
-    let video = manifest
-        .tracks
-        .iter()
-        .find(|t| t.kind == telly_proto::TrackKind::Video)
-        .context("a video track")?;
-    let lost = &video.blocks[2];
-    let hex = lost.sha256.to_hex();
-    let path = provider.data_dir.join("blocks").join(&hex[..2]).join(&hex);
+    let lost = &video_track(&manifest)?.blocks[2];
+    let path = block_file(&provider, lost);
     std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
 
     let browser = Browser::launch().await?;

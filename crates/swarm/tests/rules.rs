@@ -13,6 +13,18 @@ fn net() -> Net {
     Net::new(title(9, 150_000))
 }
 
+/// A peer holding the whole title, and a viewer linked to it starting to play.
+fn seed_and_starting_viewer() -> (Net, usize, usize) {
+    let mut net = net();
+    let seed = net.add(Net::config(1));
+    net.seed_all(seed);
+    let viewer = net.add(Net::config(2));
+    net.connect(seed, viewer);
+    net.run_for(100);
+    net.play(viewer, 0, PlayState::Starting);
+    (net, seed, viewer)
+}
+
 #[test]
 fn a_lone_viewer_takes_everything_from_the_origin_just_in_time() {
     let mut net = net();
@@ -78,13 +90,7 @@ fn a_starting_viewer_asks_for_small_blocks_first_with_one_give_up_time() {
     // give-up time, so an uploader serving in deadline order sends the small
     // one first (a later give-up for a small chunk had put init segments
     // behind whole video blocks).
-    let mut net = net();
-    let seed = net.add(Net::config(1));
-    net.seed_all(seed);
-    let viewer = net.add(Net::config(2));
-    net.connect(seed, viewer);
-    net.run_for(100);
-    net.play(viewer, 0, PlayState::Starting);
+    let (mut net, seed, viewer) = seed_and_starting_viewer();
     net.run_for(1);
     let to_seed = format!(" {viewer}->{seed} request");
     let requests: Vec<&str> = net
@@ -112,13 +118,7 @@ fn a_starting_viewer_asks_for_small_blocks_first_with_one_give_up_time() {
 
 #[test]
 fn a_viewer_takes_even_its_first_block_from_a_ready_peer() {
-    let mut net = net();
-    let seed = net.add(Net::config(1));
-    net.seed_all(seed);
-    let viewer = net.add(Net::config(2));
-    net.connect(seed, viewer);
-    net.run_for(100);
-    net.play(viewer, 0, PlayState::Starting);
+    let (mut net, seed, viewer) = seed_and_starting_viewer();
     net.run_for(1_000);
     let first_media = BlockId(1);
     assert!(net.delivered(viewer).contains(&first_media));
