@@ -559,14 +559,7 @@ impl<T: Trust> Engine<T> {
 
     /// Sends the batch's requests, consecutive chunks of a block to a peer as one.
     fn flush(&mut self, batch: &mut Batch, now: Millis) {
-        // An uploader serves requests of equal deadline in the order they
-        // come: smaller blocks first (a track's init segment and audio before
-        // a video block), so a starting viewer has all it needs for its first
-        // frame as soon as the biggest piece is in.
-        let layout = Arc::clone(&self.layout);
-        batch.0.sort_unstable_by_key(|&(p, b, i, deadline, _)| {
-            (p, deadline, layout.info(b).entry.size, b, i)
-        });
+        batch.0.sort_unstable_by_key(|(p, b, i, _, _)| (*p, *b, *i));
         let mut i = 0;
         while i < batch.0.len() {
             let (peer, block, first, deadline, want_hashes) = batch.0[i];
@@ -582,13 +575,10 @@ impl<T: Trust> Engine<T> {
             // the player needs the block: an uploader that cannot send a chunk
             // by then rejects it rather than spend its upload on a copy we
             // would throw away.
-            // One give-up per deadline whatever the chunk's size, so that
-            // the order above survives the uploader's deadline-sorted queue (a
-            // 1 KB init segment's later give-up had put it behind a whole
-            // video block).
+            let chunk = self.chunk_bytes(block, usize::from(first));
             let give_up = deadline
                 .0
-                .saturating_sub(self.margin() + self.origin_eta_ms(CHUNK_SIZE as u64));
+                .saturating_sub(self.margin() + self.origin_eta_ms(chunk));
             let deadline_ms = give_up.saturating_sub(now.0).min(u64::from(u32::MAX)) as u32;
             self.send(
                 peer,

@@ -84,39 +84,6 @@ fn a_viewer_the_tracker_found_alone_does_not_look_around() {
 }
 
 #[test]
-fn a_starting_viewer_asks_for_small_blocks_first_with_one_give_up_time() {
-    // Two tracks' worth of first-frame needs in one: the init segment (1.2 KB)
-    // and the first block (150 KB) are due together. Asked in one go, with one
-    // give-up time, so an uploader serving in deadline order sends the small
-    // one first (a later give-up for a small chunk had put init segments
-    // behind whole video blocks).
-    let (mut net, seed, viewer) = seed_and_starting_viewer();
-    net.run_for(1);
-    let to_seed = format!(" {viewer}->{seed} request");
-    let requests: Vec<&str> = net
-        .trace
-        .iter()
-        .filter(|l| l.contains(&to_seed))
-        .map(|l| l.split_once("->").unwrap().1)
-        .collect();
-    let by = |r: &str| r.rsplit(' ').next().unwrap().to_string();
-    assert!(requests.len() >= 2, "{requests:?}");
-    assert!(requests[0].contains("request 0/"), "{requests:?}");
-    assert!(requests[1].contains("request 1/"), "{requests:?}");
-    assert_eq!(by(requests[0]), by(requests[1]), "{requests:?}");
-    let to_viewer = format!(" {seed}->{viewer} chunk");
-    let first_chunk = net
-        .trace
-        .iter()
-        .find(|l| l.contains(&to_viewer))
-        .map(|l| l.split_once("->").unwrap().1.to_string());
-    assert_eq!(
-        first_chunk.as_deref(),
-        Some(&*format!("{viewer} chunk 0/0"))
-    );
-}
-
-#[test]
 fn a_viewer_takes_even_its_first_block_from_a_ready_peer() {
     let (mut net, seed, viewer) = seed_and_starting_viewer();
     net.run_for(1_000);
