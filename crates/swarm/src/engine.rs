@@ -373,12 +373,16 @@ impl<T: Trust> Engine<T> {
         }
     }
 
-    /// Whether any origin fetch of `block` is in flight.
-    pub(crate) fn fetching_from_origin(&self, block: BlockId) -> bool {
+    /// The origin fetches of `block` in flight, by first chunk.
+    fn origin_fetches(&self, block: BlockId) -> impl Iterator<Item = (u16, &OriginFetch)> {
         self.origin_inflight
             .range((block, 0)..=(block, u16::MAX))
-            .next()
-            .is_some()
+            .map(|(&(_, first), fetch)| (first, fetch))
+    }
+
+    /// Whether any origin fetch of `block` is in flight.
+    pub(crate) fn fetching_from_origin(&self, block: BlockId) -> bool {
+        self.origin_fetches(block).next().is_some()
     }
 
     /// The host read a held block back from its store (answering [`Action::Load`]).
@@ -508,9 +512,8 @@ impl<T: Trust> Engine<T> {
             "{block:?} have={} avail={} deadline_in={deadline}ms origin_inflight={:?} pos={pos} play={:?} chunks={chunks:?} wake_in={}",
             self.has_block(block),
             self.avail.get(block.0 as usize).copied().unwrap_or(0),
-            self.origin_inflight
-                .range((block, 0)..=(block, u16::MAX))
-                .map(|((_, first), f)| (*first, f.count, now.since(f.asked)))
+            self.origin_fetches(block)
+                .map(|(first, f)| (first, f.count, now.since(f.asked)))
                 .collect::<Vec<_>>(),
             self.play,
             self.plan_wake.0 as i64 - now.0 as i64,

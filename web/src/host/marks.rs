@@ -2,10 +2,26 @@
 //! went: `window.__telly_marks[name]` is `performance.now()` (ms from the
 //! navigation's start) when `name` first happened. Later repeats are ignored.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
+
 use wasm_bindgen::JsValue;
+
+thread_local! {
+    /// Names already recorded: some marks sit on hot paths (every chunk,
+    /// every append), where a repeat must cost a lookup, not JS calls.
+    static RECORDED: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+}
 
 /// Records the first time `name` happens in this page.
 pub fn mark(name: &str) {
+    let first = RECORDED.with(|recorded| {
+        let mut recorded = recorded.borrow_mut();
+        !recorded.contains(name) && recorded.insert(name.to_string())
+    });
+    if !first {
+        return;
+    }
     let Some(window) = web_sys::window() else {
         return;
     };
@@ -21,9 +37,9 @@ pub fn mark(name: &str) {
             marks
         }
     };
-    let name = JsValue::from_str(name);
-    if js_sys::Reflect::has(&marks, &name).unwrap_or(true) {
-        return;
-    }
-    let _ = js_sys::Reflect::set(&marks, &name, &JsValue::from_f64(now.round()));
+    let _ = js_sys::Reflect::set(
+        &marks,
+        &JsValue::from_str(name),
+        &JsValue::from_f64(now.round()),
+    );
 }
