@@ -32,6 +32,10 @@ pub trait SimNode {
     fn sources(&self, _now: Millis) -> Option<usize> {
         None
     }
+    /// Drops up to `count` peers that are no source (see `Engine::shed_followers`).
+    fn shed_followers(&mut self, _count: usize, _now: Millis) -> usize {
+        0
+    }
 }
 
 impl SimNode for Engine<Modelled> {
@@ -76,5 +80,8 @@ impl SimNode for Engine<Modelled> {
     }
     fn sources(&self, now: Millis) -> Option<usize> {
         Engine::sources(self, now)
+    }
+    fn shed_followers(&mut self, count: usize, now: Millis) -> usize {
+        Engine::shed_followers(self, count, now)
     }
 }

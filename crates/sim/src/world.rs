@@ -160,6 +160,8 @@ struct Viewer {
     up_free: f64,
     down_free: f64,
     peers: Vec<u32>,
+    /// Those of `peers` this viewer asked for itself (the rest asked for it).
+    dialled: Vec<u32>,
     delivered: Vec<bool>,
     state: PlayState,
     /// Position at `position_at` (while playing it advances in real time).
@@ -175,6 +177,18 @@ struct Viewer {
     leave_at: Option<u64>,
     seek_at: Option<(u64, u64)>,
     record: ViewerRecord,
+}
+
+impl Viewer {
+    fn forget(&mut self, peer: u32) {
+        self.peers.retain(|p| *p != peer);
+        self.dialled.retain(|p| *p != peer);
+    }
+
+    /// Peers that asked for this viewer.
+    fn followers(&self) -> usize {
+        self.peers.len() - self.dialled.len()
+    }
 }
 
 enum Ev {
@@ -332,6 +346,7 @@ impl World {
                 up_free: 0.0,
                 down_free: 0.0,
                 peers: Vec::new(),
+                dialled: Vec::new(),
                 delivered: vec![false; layout.len()],
                 state: PlayState::Starting,
                 position: 0,
@@ -503,7 +518,7 @@ impl World {
                 let v = &mut self.viewers[to as usize];
                 if let Some(node) = v.node.as_mut() {
                     node.disconnected(PeerId(u64::from(from)), t);
-                    v.peers.retain(|p| *p != from);
+                    v.forget(from);
                     self.drain(to);
                     if self.viewers[to as usize].peers.len() < self.scenario.peers / 2 {
                         self.find_peers(to);
@@ -639,8 +654,10 @@ impl World {
                     && let Some(node) = self.viewers[id as usize].node.as_ref()
                 {
                     eprintln!(
-                        "{now} viewer {id} origin {first}+{count}: {}",
-                        node.describe_block(block, Millis(now))
+                        "{now} viewer {id} origin {first}+{count}: {} peers={} sources={:?}",
+                        node.describe_block(block, Millis(now)),
+                        self.viewers[id as usize].peers.len(),
+                        node.sources(Millis(now))
                     );
                 }
                 let size = self.layout.info(block).entry.size;
@@ -677,7 +694,7 @@ impl World {
             Action::Deliver { block } => self.delivered(id, block),
             Action::Disconnect { peer, .. } => {
                 let to = peer.0 as u32;
-                self.viewers[id as usize].peers.retain(|p| *p != to);
+                self.viewers[id as usize].forget(to);
                 let at = now + self.viewers[id as usize].latency as u64 + 1;
                 self.push(at, Ev::Closed { to, from: id });
             }

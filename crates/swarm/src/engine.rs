@@ -225,6 +225,8 @@ impl<T: Trust> Engine<T> {
     }
 
     pub fn handle_peer_connected(&mut self, peer: PeerId, now: Millis) {
+        // A host reusing a live connection's name ends that connection first.
+        self.remove_peer(peer);
         let rate = self.config.initial_peer_rate as f64 / 1000.0;
         let rtt = self.config.initial_peer_rtt_ms as f64;
         self.alone = false;

@@ -223,9 +223,14 @@ impl Peer {
 
     /// Decays the fairness counter to `now` (time constant 2 s).
     pub fn decay_recent_up(&mut self, now: Millis) {
-        let dt = now.since(self.recent_up_at) as f64;
-        self.recent_up *= (-dt / 2000.0).exp();
+        self.recent_up = self.recent_up_by(now);
         self.recent_up_at = now;
+    }
+
+    /// Bytes sent to them lately, as of `now`.
+    pub fn recent_up_by(&self, now: Millis) -> f64 {
+        let dt = now.since(self.recent_up_at) as f64;
+        self.recent_up * (-dt / 2000.0).exp()
     }
 }
 

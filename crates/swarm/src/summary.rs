@@ -4,8 +4,10 @@
 
 use telly_proto::signal::{HaveSummary, MAX_HAVE_SPANS, Span};
 
+use telly_proto::wire::GoodbyeReason;
+
 use crate::engine::Engine;
-use crate::peer::Phase;
+use crate::peer::{Peer, PeerId, Phase};
 use crate::time::Millis;
 use crate::trust::Trust;
 
@@ -55,20 +57,62 @@ impl<T: Trust> Engine<T> {
         if !self.config.download {
             return None;
         }
+        let lacking = self.lacking_ahead(now);
+        Some(
+            self.peers
+                .values()
+                .filter(|p| is_source(p, &lacking))
+                .count(),
+        )
+    }
+
+    /// Makes room for sources: disconnects up to `count` ready peers that
+    /// hold nothing we lack ahead, those we serve least first (idle ones
+    /// before any we are sending to). Returns how many went.
+    ///
+    /// A viewer far into a title fills its peer list with followers that
+    /// fetch from it while its own sources, further along, finish and leave;
+    /// with the list full it can take no new source and falls back to the
+    /// origin for the rest of the title (on demand, 2,000 viewers: two thirds
+    /// of the origin's chunks for blocks no peer held went to viewers with a
+    /// full list and no source). A follower that loses us finds another
+    /// source the way we do.
+    pub fn shed_followers(&mut self, count: usize, now: Millis) -> usize {
+        if !self.config.download || count == 0 {
+            return 0;
+        }
+        let lacking = self.lacking_ahead(now);
+        let mut followers: Vec<(bool, u64, PeerId)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.phase == Phase::Ready && !is_source(p, &lacking))
+            .map(|(id, p)| {
+                let served = p.unchoked || !p.queue.is_empty();
+                (served, p.recent_up_by(now) as u64, *id)
+            })
+            .collect();
+        followers.sort_unstable();
+        let shed = followers.len().min(count);
+        for &(_, _, id) in &followers[..shed] {
+            self.drop_peer(id, GoodbyeReason::TooManyPeers);
+        }
+        shed
+    }
+
+    /// Blocks of the window ahead (playhead to horizon) that we lack.
+    fn lacking_ahead(&self, now: Millis) -> Vec<usize> {
         let layout = self.layout();
         let window = &layout.by_time()[layout.window(self.position(now), self.config.horizon_ms)];
-        let lacking: Vec<usize> = window
+        window
             .iter()
             .filter(|b| !self.has_block(**b))
             .map(|b| b.0 as usize)
-            .collect();
-        let sources = self
-            .peers
-            .values()
-            .filter(|p| p.phase == Phase::Ready && lacking.iter().any(|&b| p.have.get(b)))
-            .count();
-        Some(sources)
+            .collect()
     }
+}
+
+fn is_source(peer: &Peer, lacking: &[usize]) -> bool {
+    peer.phase == Phase::Ready && lacking.iter().any(|&b| peer.have.get(b))
 }
 
 /// The parts of title time covered by both lists (each sorted and disjoint).

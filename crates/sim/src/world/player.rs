@@ -163,8 +163,9 @@ impl World {
         v.node = None;
         v.record.left_ms = now;
         let peers = std::mem::take(&mut v.peers);
+        v.dialled.clear();
         for peer in peers {
-            self.viewers[peer as usize].peers.retain(|p| *p != id);
+            self.viewers[peer as usize].forget(id);
             let at = now + self.viewers[id as usize].latency as u64 + 1;
             self.push(at, Ev::Closed { to: peer, from: id });
         }

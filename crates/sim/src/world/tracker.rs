@@ -47,8 +47,20 @@ impl World {
             return;
         };
         let sources = node.sources(Millis(self.now)).unwrap_or(0);
-        let room = (self.scenario.peers.saturating_sub(sources))
-            .min(self.scenario.max_peers.saturating_sub(v.peers.len()));
+        let wanted = self.scenario.peers.saturating_sub(sources);
+        // A full list of followers and too few sources: make room, as a tab does.
+        let crowded = (v.peers.len() + wanted).saturating_sub(self.scenario.max_peers);
+        if wanted > 0 && crowded > 0 {
+            let node = self.viewers[id as usize]
+                .node
+                .as_mut()
+                .expect("checked above");
+            if node.shed_followers(wanted.min(crowded), Millis(self.now)) > 0 {
+                self.drain(id);
+            }
+        }
+        let v = &self.viewers[id as usize];
+        let room = wanted.min(self.scenario.max_peers.saturating_sub(v.peers.len()));
         if room == 0 {
             return;
         }
@@ -61,7 +73,7 @@ impl World {
         };
         sample.sort_unstable();
         sample.dedup();
-        sample.retain(|&other| self.may_link(id, other));
+        sample.retain(|&other| self.may_link(id, other) && self.takes_a_follower(other));
         let mut candidates: Vec<(SignalPeer, HaveSummary)> = Vec::with_capacity(sample.len());
         for &other in &sample {
             candidates.push((signal_peer(other), self.have_summary(other)));
@@ -116,10 +128,22 @@ impl World {
             && o.node.is_some()
             && o.peers.len() < self.scenario.max_peers
             && !self.viewers[id as usize].peers.contains(&other)
+            // Not while a goodbye between them is still on its way.
+            && !o.peers.contains(&id)
+    }
+
+    /// Whether `other` accepts one more link it did not ask for. As a tab
+    /// does, a viewer keeps `peers` places for peers it asks for itself (its
+    /// sources): filled with followers, it could take no source when its own,
+    /// further along, leave.
+    fn takes_a_follower(&self, other: u32) -> bool {
+        let limit = self.scenario.max_peers.saturating_sub(self.scenario.peers);
+        self.viewers[other as usize].followers() < limit
     }
 
     fn link(&mut self, id: u32, other: u32) {
         self.viewers[id as usize].peers.push(other);
+        self.viewers[id as usize].dialled.push(other);
         self.viewers[other as usize].peers.push(id);
         let now = Millis(self.now);
         for (a, b) in [(id, other), (other, id)] {

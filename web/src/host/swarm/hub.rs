@@ -50,7 +50,10 @@ const MAX_BACKOFF_MS: f64 = 30_000.0;
 /// Links per title this tab aims for (dialled or accepted), and sources among
 /// them (peers holding blocks it will need).
 const TARGET_PEERS: usize = 8;
-/// Links per title beyond which a tab short of sources stops asking for more.
+/// Links per title, at most. Of these, a tab accepts up to
+/// `MAX_LINKS - TARGET_PEERS` that others dialled (followers), keeping the
+/// rest for sources it dials itself: filled with followers, it could take no
+/// source when its own, further along, leave.
 const MAX_LINKS: usize = 24;
 /// Renew a grant this long before it expires.
 const GRANT_RENEW_S: u64 = 120;
@@ -411,7 +414,7 @@ impl Hub {
 
     fn announce(&mut self, now: Millis) {
         let mut messages = Vec::new();
-        for title in self.titles.values() {
+        for title in self.titles.values_mut() {
             if !title.joined {
                 continue;
             }
@@ -419,11 +422,17 @@ impl Hub {
                 swarm_id: title.swarm_id,
                 have: title.have_summary(),
             });
-            let links = title.links.by_peer.len();
             // A tab far into a title is everyone's source while its own
-            // sources, further along, finish and leave: count those.
-            let short_of_sources = title.engine.sources(now).is_some_and(|n| n < TARGET_PEERS);
-            let short = links < TARGET_PEERS || (short_of_sources && links < MAX_LINKS);
+            // sources, further along, finish and leave: count those, and with
+            // every place taken, let followers go to make room for sources.
+            let sources = title.engine.sources(now);
+            let lacking = sources.map_or(0, |n| TARGET_PEERS.saturating_sub(n));
+            let crowded = (title.links.by_peer.len() + lacking).saturating_sub(MAX_LINKS);
+            if lacking > 0 && crowded > 0 {
+                title.engine.shed_followers(lacking.min(crowded), now);
+            }
+            let links = title.links.by_peer.len();
+            let short = links < TARGET_PEERS || (lacking > 0 && links < MAX_LINKS);
             if short && !title.engine.layout().is_empty() {
                 let exclude = title.links.by_peer.keys().take(64).cloned().collect();
                 messages.push(ClientMessage::FindPeers {

@@ -53,6 +53,11 @@ pub struct Links {
 }
 
 impl Links {
+    /// Links the other side dialled.
+    pub fn followers(&self) -> usize {
+        self.by_peer.values().filter(|l| !l.dialled).count()
+    }
+
     /// Links with an open channel (peers the engine knows).
     pub fn open_count(&self) -> usize {
         self.by_peer.values().filter(|l| l.open).count()

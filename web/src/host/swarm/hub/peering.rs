@@ -13,7 +13,7 @@ use telly_proto::signal::{ClientMessage, PeerId as SignalPeer, SIGNAL_VERSION, S
 use telly_proto::wire::{self, Message};
 use telly_swarm::{Millis, PeerMessage, Signed};
 
-use super::{Hub, HubEvent, MAX_BACKOFF_MS, PING_MS, SIGNAL_SILENCE_MS, TARGET_PEERS};
+use super::{Hub, HubEvent, MAX_BACKOFF_MS, MAX_LINKS, PING_MS, SIGNAL_SILENCE_MS, TARGET_PEERS};
 use crate::host::marks;
 use crate::host::rtc::LinkEvent;
 use crate::host::swarm::signal::{SignalEvent, SignalSocket};
@@ -219,8 +219,7 @@ impl Hub {
         let Some(title) = self.titles.get_mut(&swarm) else {
             return;
         };
-        if title.links.by_peer.contains_key(&peer) || title.links.by_peer.len() >= TARGET_PEERS * 2
-        {
+        if title.links.by_peer.contains_key(&peer) || title.links.by_peer.len() >= MAX_LINKS {
             return;
         }
         let link = match title
@@ -256,7 +255,9 @@ impl Hub {
             }
             title.drop_link(&from, now);
         }
-        if title.links.by_peer.len() >= TARGET_PEERS * 2 {
+        if title.links.by_peer.len() >= MAX_LINKS
+            || title.links.followers() >= MAX_LINKS - TARGET_PEERS
+        {
             return;
         }
         let link = match title

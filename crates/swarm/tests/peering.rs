@@ -1,0 +1,79 @@
+//! Rules about whom a viewer stays linked to, as small deterministic scenarios.
+
+mod common;
+
+use common::{Net, title};
+use telly_proto::wire::{BlockId, GoodbyeReason};
+use telly_swarm::{Config, PlayState};
+
+#[test]
+fn a_viewer_short_of_sources_lets_followers_go_idle_ones_first_and_never_a_source() {
+    let mut net = Net::new(title(9, 150_000));
+    let viewer = net.add(Net::config(1));
+    let source = net.add(Net::config(2));
+    // A tab sharing what it holds and fetching nothing: it asks us nothing.
+    let idle = net.add(Config {
+        download: false,
+        ..Net::config(3)
+    });
+    let served = net.add(Net::config(4));
+    // The viewer holds the title's first seconds; the source all of it but
+    // never answers, so the viewer keeps lacking what the source holds.
+    let first: Vec<BlockId> = (0..5).map(BlockId).collect();
+    net.seed_blocks(viewer, &first);
+    net.seed_all(source);
+    net.nodes[source].mute = true;
+    for other in [source, idle, served] {
+        net.connect(viewer, other);
+    }
+    net.run_for(100);
+    net.play(viewer, 0, PlayState::Playing);
+    net.play(served, 0, PlayState::Starting);
+    net.run_for(500);
+    let now = net.now;
+    assert_eq!(net.nodes[viewer].engine.sources(now), Some(1));
+
+    let engine = &mut net.nodes[viewer].engine;
+    assert_eq!(engine.shed_followers(1, now), 1);
+    net.pump(viewer);
+    assert_eq!(
+        net.nodes[viewer].disconnects,
+        vec![(idle, GoodbyeReason::TooManyPeers)],
+        "the follower it serves nothing goes first"
+    );
+
+    let engine = &mut net.nodes[viewer].engine;
+    assert_eq!(engine.shed_followers(5, now), 1, "the source stays");
+    net.pump(viewer);
+    assert_eq!(
+        net.nodes[viewer].disconnects,
+        vec![
+            (idle, GoodbyeReason::TooManyPeers),
+            (served, GoodbyeReason::TooManyPeers)
+        ]
+    );
+    assert_eq!(net.nodes[viewer].engine.sources(now), Some(1));
+    net.run_for(2_000);
+    // The follower let go saw a goodbye, not a fault: it may come back later.
+    net.nodes[viewer].engine.check_invariants();
+    assert!(net.nodes[served].disconnects.is_empty());
+}
+
+#[test]
+fn a_host_reusing_a_live_peers_name_starts_that_peer_afresh() {
+    let mut net = Net::new(title(9, 150_000));
+    let viewer = net.add(Net::config(1));
+    let seed = net.add(Net::config(2));
+    net.seed_all(seed);
+    net.connect(viewer, seed);
+    net.run_for(100);
+    // The host connects the same name again before the first link's end
+    // reached the engine: one peer, counted once, its have-map still to come.
+    let now = net.now;
+    net.nodes[viewer]
+        .engine
+        .handle_peer_connected(telly_swarm::PeerId(seed as u64), now);
+    net.nodes[viewer].engine.check_invariants();
+    assert_eq!(net.nodes[viewer].engine.stats(now).peers_connected, 1);
+    assert_eq!(net.nodes[viewer].engine.sources(now), Some(0));
+}
