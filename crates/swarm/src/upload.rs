@@ -1,6 +1,6 @@
 //! Serving peers: upload slots, pacing under the caps, neediest deadline first.
 //!
-//! Rules (each has a scenario test in tests/rules.rs):
+//! Rules (each has a scenario test in tests/uploads.rs):
 //! - At most `upload_slots` peers are served at once. A request from a peer without
 //!   a slot takes a free one, or is rejected with a `Choke`; when a slot frees (its
 //!   holder idle for `slot_idle_ms`, or gone) the refused peer that needed data

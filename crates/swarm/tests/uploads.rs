@@ -1,0 +1,250 @@
+//! The upload rules (slots, caps, fairness, whom to serve first), one small
+//! deterministic scenario each, like `rules.rs`.
+
+mod common;
+
+use common::{Net, title};
+use telly_proto::wire::BlockId;
+use telly_swarm::{Config, PlayState};
+
+/// Nine blocks of 150 KB (3 chunks each) plus an init segment.
+fn net() -> Net {
+    Net::new(title(9, 150_000))
+}
+
+#[test]
+fn upload_slots_are_bounded_and_freed_slots_go_to_the_refused() {
+    let mut net = net();
+    let seed = net.add(Config {
+        upload_slots: 1,
+        slot_idle_ms: 1_000,
+        ..Net::config(1)
+    });
+    net.seed_all(seed);
+    let first = net.add(Net::config(2));
+    let second = net.add(Net::config(3));
+    net.connect(seed, first);
+    net.run_for(100);
+    net.play(first, 0, PlayState::Playing);
+    net.run_for(50);
+    net.connect(seed, second);
+    net.run_for(100);
+    net.play(second, 0, PlayState::Playing);
+    net.run_for(300);
+    let sent: Vec<_> = net.nodes[seed]
+        .sent
+        .iter()
+        .filter(|s| s.1 == second)
+        .map(|s| s.2.clone())
+        .collect();
+    assert!(sent.iter().any(|s| s == "Choke"), "{sent:?}");
+    net.run_for(30_000);
+    let sent: Vec<_> = net.nodes[seed]
+        .sent
+        .iter()
+        .filter(|s| s.1 == second)
+        .map(|s| s.2.clone())
+        .collect();
+    assert!(sent.iter().any(|s| s == "Unchoke"), "{sent:?}");
+    assert_eq!(net.delivered(first), net.all_blocks());
+    assert_eq!(net.delivered(second), net.all_blocks());
+}
+
+#[test]
+fn a_newcomer_in_a_hurry_takes_the_slot_of_a_peer_that_is_not() {
+    let mut net = net();
+    let seed = net.add_capped_seed(
+        200_000,
+        Config {
+            upload_slots: 1,
+            slot_idle_ms: 60_000,
+            ..Net::config(1)
+        },
+    );
+    // A paused viewer prefetches without hurry and holds the only slot.
+    let idle = net.add(Net::config(2));
+    net.play(idle, 0, PlayState::Paused);
+    net.connect(seed, idle);
+    net.run_for(400);
+    let newcomer = net.add(Net::config(3));
+    net.play(newcomer, 0, PlayState::Starting);
+    net.connect(seed, newcomer);
+    net.run_for(1_000);
+    let to = |node: usize| -> Vec<String> {
+        net.nodes[seed]
+            .sent
+            .iter()
+            .filter(|s| s.1 == node)
+            .map(|s| s.2.clone())
+            .collect()
+    };
+    assert!(to(idle).iter().any(|s| s == "Choke"), "{:?}", to(idle));
+    assert!(
+        !to(newcomer).iter().any(|s| s == "Choke"),
+        "{:?}",
+        to(newcomer)
+    );
+    assert!(
+        to(newcomer).iter().any(|s| s.starts_with("Chunk")),
+        "{:?}",
+        to(newcomer)
+    );
+    net.run_for(60_000);
+    assert_eq!(net.delivered(idle), net.all_blocks());
+    assert_eq!(net.delivered(newcomer), net.all_blocks());
+}
+
+#[test]
+fn an_uploader_rejects_a_chunk_that_cannot_arrive_before_the_requester_gives_up() {
+    let mut net = net();
+    // 64 KiB takes this seed 1.6 s to send: more than a newcomer waits.
+    let seed = net.add_capped_seed(40_000, Net::config(1));
+    let viewer = net.add(Net::config(2));
+    net.play(viewer, 0, PlayState::Starting);
+    net.connect(seed, viewer);
+    net.run_for(30_000);
+    let to_viewer: Vec<&String> = net.nodes[seed]
+        .sent
+        .iter()
+        .filter(|s| s.1 == viewer)
+        .map(|s| &s.2)
+        .collect();
+    assert!(
+        to_viewer
+            .iter()
+            .any(|s| s.starts_with("Reject { block: BlockId(1),")),
+        "{to_viewer:?}"
+    );
+    assert!(
+        !to_viewer
+            .iter()
+            .any(|s| s.starts_with("Chunk { block: BlockId(1),")),
+        "{to_viewer:?}"
+    );
+    // Nothing the seed spent its upload on was thrown away.
+    assert_eq!(net.nodes[viewer].engine.stats(net.now).bytes_duplicate, 0);
+    assert_eq!(net.delivered(viewer), net.all_blocks());
+}
+
+#[test]
+fn an_uploader_serves_first_the_block_its_requester_can_get_nowhere_else() {
+    let mut net = net();
+    let seed = net.add_capped_seed(100_000, Net::config(1));
+    // Five neighbours of the seed hold the first blocks and only share.
+    let early: Vec<BlockId> = (0..=4).map(BlockId).collect();
+    for i in 0..5 {
+        let holder = net.add(Config {
+            download: false,
+            ..Net::config(10 + i)
+        });
+        net.seed_blocks(holder, &early);
+        net.connect(seed, holder);
+    }
+    // One viewer starts at the beginning, another at block 7 (12 s), both
+    // paused: each asks the seed alone, with deadlines close together.
+    let from_start = net.add(Net::config(2));
+    let from_middle = net.add(Net::config(3));
+    net.play(from_start, 0, PlayState::Paused);
+    net.play(from_middle, 12_000, PlayState::Paused);
+    net.connect(seed, from_start);
+    net.connect(seed, from_middle);
+    net.run_for(20_000);
+    let sent = &net.nodes[seed].sent;
+    let finished = |to: usize, block: u32| {
+        sent.iter()
+            .rposition(|s| {
+                s.1 == to
+                    && s.2
+                        .starts_with(&format!("Chunk {{ block: BlockId({block}),"))
+            })
+            .expect("the seed served the block")
+    };
+    assert!(
+        finished(from_middle, 7) < finished(from_start, 1),
+        "block 7 (held by nobody else) did not overtake block 1 (held by five)"
+    );
+    net.run_for(60_000);
+    assert_eq!(net.delivered(from_start), net.all_blocks());
+}
+
+#[test]
+fn uploads_respect_the_cap_and_a_greedy_peer_cannot_starve_another() {
+    let mut net = Net::new(title(30, 150_000));
+    let seed = net.add(Config {
+        upload_cap: 200_000,
+        per_peer_upload_cap: 150_000,
+        ..Net::config(1)
+    });
+    net.seed_all(seed);
+    let greedy = net.add(Config {
+        horizon_ms: 120_000,
+        urgent_window_ms: 120_000,
+        ..Net::config(2)
+    });
+    let modest = net.add(Net::config(3));
+    net.connect(seed, greedy);
+    net.connect(seed, modest);
+    net.run_for(100);
+    net.play(greedy, 0, PlayState::Playing);
+    net.play(modest, 0, PlayState::Playing);
+    let start = net.now;
+    net.run_for(10_000);
+    let uploaded = net.nodes[seed].engine.stats(net.now).bytes_uploaded;
+    let seconds = net.now.since(start) as f64 / 1000.0;
+    // A token bucket allows a burst of one chunk beyond the cap.
+    assert!(
+        uploaded as f64 <= 200_000.0 * seconds + 65_536.0,
+        "{uploaded} in {seconds} s"
+    );
+    let modest_got = net.nodes[modest].engine.stats(net.now).bytes_from_peers;
+    assert!(
+        modest_got as f64 >= 0.3 * uploaded as f64,
+        "modest got {modest_got} of {uploaded}"
+    );
+}
+
+#[test]
+fn a_quiet_uplink_sends_a_newcomers_first_block_in_one_burst_and_keeps_its_average() {
+    // 300 KB blocks, a 400 KB/s cap on a 20 MB/s link.
+    let run = |burst_ms: u64| {
+        let mut net = Net::new(title(30, 300_000));
+        let seed = net.add(Config {
+            upload_cap: 400_000,
+            per_peer_upload_cap: 400_000,
+            upload_burst_ms: burst_ms,
+            ..Net::config(1)
+        });
+        net.seed_all(seed);
+        net.nodes[seed].up_rate = 20_000.0;
+        net.run_for(5_000);
+        let viewer = net.add(Config {
+            horizon_ms: 120_000,
+            ..Net::config(2)
+        });
+        net.connect(seed, viewer);
+        net.run_for(50);
+        let start = net.now;
+        net.play(viewer, 0, PlayState::Starting);
+        let first_media = net.title.layout.by_time()[1];
+        net.run_for(10_000);
+        let first_at = net.nodes[viewer]
+            .delivered
+            .iter()
+            .find(|(_, b)| *b == first_media)
+            .map(|(at, _)| at.since(start))
+            .expect("the first block arrived");
+        let uploaded = net.nodes[seed].engine.stats(net.now).bytes_uploaded;
+        let seconds = net.now.since(start) as f64 / 1000.0;
+        (first_at, uploaded as f64 / seconds, net.origin_bytes)
+    };
+    let (paced_ms, _, _) = run(0);
+    let (burst_ms, rate, origin) = run(1_000);
+    assert!(
+        paced_ms >= 700,
+        "paced: 300 KB at 400 KB/s took {paced_ms} ms"
+    );
+    assert!(burst_ms < 200, "with a burst: {burst_ms} ms");
+    assert_eq!(origin, 0);
+    // Over ten seconds the burst is a small part: one second of cap on top.
+    assert!(rate <= 400_000.0 * 1.1 + 400_000.0 / 10.0, "{rate} B/s");
+}
