@@ -3,7 +3,6 @@
 //! tracker reads it the same way).
 
 use telly_proto::signal::{HaveSummary, MAX_HAVE_SPANS, Span};
-
 use telly_proto::wire::GoodbyeReason;
 
 use crate::engine::Engine;

@@ -2,13 +2,13 @@
 
 mod common;
 
-use common::{Net, title};
+use common::{Net, net};
 use telly_proto::wire::{BlockId, GoodbyeReason};
 use telly_swarm::{Config, PlayState};
 
 #[test]
 fn a_viewer_short_of_sources_lets_followers_go_idle_ones_first_and_never_a_source() {
-    let mut net = Net::new(title(9, 150_000));
+    let mut net = net();
     let viewer = net.add(Net::config(1));
     let source = net.add(Net::config(2));
     // A tab sharing what it holds and fetching nothing: it asks us nothing.
@@ -61,7 +61,7 @@ fn a_viewer_short_of_sources_lets_followers_go_idle_ones_first_and_never_a_sourc
 
 #[test]
 fn a_host_reusing_a_live_peers_name_starts_that_peer_afresh() {
-    let mut net = Net::new(title(9, 150_000));
+    let mut net = net();
     let viewer = net.add(Net::config(1));
     let seed = net.add(Net::config(2));
     net.seed_all(seed);

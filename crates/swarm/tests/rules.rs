@@ -4,14 +4,9 @@
 
 mod common;
 
-use common::{Net, title};
+use common::{Net, net, title};
 use telly_proto::wire::{BlockId, GoodbyeReason};
 use telly_swarm::{Config, Millis, PlayState};
-
-/// Nine blocks of 150 KB (3 chunks each) plus an init segment.
-fn net() -> Net {
-    Net::new(title(9, 150_000))
-}
 
 /// A peer holding the whole title, and a viewer linked to it starting to play.
 fn seed_and_starting_viewer() -> (Net, usize, usize) {

@@ -3,14 +3,9 @@
 
 mod common;
 
-use common::{Net, title};
+use common::{Net, net, title};
 use telly_proto::wire::BlockId;
 use telly_swarm::{Config, PlayState};
-
-/// Nine blocks of 150 KB (3 chunks each) plus an init segment.
-fn net() -> Net {
-    Net::new(title(9, 150_000))
-}
 
 #[test]
 fn upload_slots_are_bounded_and_freed_slots_go_to_the_refused() {

@@ -20,6 +20,12 @@ use telly_swarm::{
 
 pub const UNIX_AT_ZERO_MS: u64 = 1_700_000_000_000;
 
+/// The rules tests' network: nine blocks of 150 KB (3 chunks each) plus an
+/// init segment.
+pub fn net() -> Net {
+    Net::new(title(9, 150_000))
+}
+
 pub struct Title {
     pub manifest: Manifest,
     pub swarm_id: Sha256Hash,
