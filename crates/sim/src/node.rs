@@ -1,6 +1,6 @@
 //! What the world drives: the Telly engine, or the baseline, behind one interface.
 
-use telly_swarm::{Action, BlockId, Engine, Millis, PeerId, PeerMessage, PlayState};
+use telly_swarm::{Action, BlockId, Engine, Millis, PeerId, PeerLimits, PeerMessage, PlayState};
 
 use telly_proto::signal::HaveSummary;
 
@@ -32,9 +32,9 @@ pub trait SimNode {
     fn sources(&self, _now: Millis) -> Option<usize> {
         None
     }
-    /// Drops up to `count` peers that are no source (see `Engine::shed_followers`).
-    fn shed_followers(&mut self, _count: usize, _now: Millis) -> usize {
-        0
+    /// How many peers to ask the tracker for (see `Engine::peers_to_find`).
+    fn peers_to_find(&mut self, links: usize, limits: PeerLimits, _now: Millis) -> usize {
+        limits.target.saturating_sub(links)
     }
 }
 
@@ -81,7 +81,7 @@ impl SimNode for Engine<Modelled> {
     fn sources(&self, now: Millis) -> Option<usize> {
         Engine::sources(self, now)
     }
-    fn shed_followers(&mut self, count: usize, now: Millis) -> usize {
-        Engine::shed_followers(self, count, now)
+    fn peers_to_find(&mut self, links: usize, limits: PeerLimits, now: Millis) -> usize {
+        Engine::peers_to_find(self, links, limits, now)
     }
 }

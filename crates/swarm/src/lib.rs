@@ -31,6 +31,7 @@ pub use engine::{Action, Engine, PlayState, TimeoutReason};
 pub use layout::{BlockInfo, Layout, LayoutError};
 pub use message::PeerMessage;
 pub use peer::PeerId;
+pub use summary::PeerLimits;
 pub use telly_proto::wire::{BlockId, GoodbyeReason};
 pub use time::Millis;
 pub use trust::{AdmitError, Fetched, OriginError, Signed, Trust};

@@ -10,6 +10,15 @@ use crate::peer::{Peer, PeerId, Phase};
 use crate::time::Millis;
 use crate::trust::Trust;
 
+/// The size of a host's peer list: the sources it looks for, and the most
+/// links it keeps (those others dialled are capped by the host at
+/// `max - target`, keeping places for sources).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerLimits {
+    pub target: usize,
+    pub max: usize,
+}
+
 impl<T: Trust> Engine<T> {
     /// The held spans of title time, at most [`MAX_HAVE_SPANS`] (the longest,
     /// in time order), with the player's position when it is playing.
@@ -48,26 +57,19 @@ impl<T: Trust> Engine<T> {
 
     /// Connected peers holding a block of the window ahead (playhead to
     /// horizon) that we lack: those we can fetch from; `None` when the engine
-    /// is not downloading. A host asks its tracker for more peers when these
-    /// run short, however many others are connected: a viewer far into a
-    /// title is everyone's source, and its own sources, further along, leave
-    /// first.
+    /// is not downloading. Hosts size their lists by these (see
+    /// [`Engine::peers_to_find`]), not by how many peers are connected.
     pub fn sources(&self, now: Millis) -> Option<usize> {
         if !self.config.download {
             return None;
         }
-        let lacking = self.lacking_ahead(now);
-        Some(
-            self.peers
-                .values()
-                .filter(|p| is_source(p, &lacking))
-                .count(),
-        )
+        Some(self.sources_if_lacking(now).unwrap_or(0))
     }
 
-    /// Makes room for sources: disconnects up to `count` ready peers that
-    /// hold nothing we lack ahead, those we serve least first (idle ones
-    /// before any we are sending to). Returns how many went.
+    /// How many peers the host should ask its tracker for now, having let
+    /// followers go where the list is full and sources are short. `links` is
+    /// the host's link count before this call; the shed peers' `Disconnect`
+    /// actions are queued, so the host may not have closed them yet.
     ///
     /// A viewer far into a title fills its peer list with followers that
     /// fetch from it while its own sources, further along, finish and leave;
@@ -75,12 +77,31 @@ impl<T: Trust> Engine<T> {
     /// origin for the rest of the title (on demand, 2,000 viewers: two thirds
     /// of the origin's chunks for blocks no peer held went to viewers with a
     /// full list and no source). A follower that loses us finds another
-    /// source the way we do.
+    /// source the way we do. A viewer that lacks nothing ahead sheds nobody:
+    /// the peers ahead of it are its sources for later.
+    pub fn peers_to_find(&mut self, links: usize, limits: PeerLimits, now: Millis) -> usize {
+        let missing = match self.sources_if_lacking(now) {
+            Some(sources) => limits.target.saturating_sub(sources),
+            None => 0,
+        };
+        let crowded = (links + missing).saturating_sub(limits.max);
+        let links = links - self.shed_followers(missing.min(crowded), now).min(links);
+        missing
+            .max(limits.target.saturating_sub(links))
+            .min(limits.max.saturating_sub(links))
+    }
+
+    /// Disconnects up to `count` ready peers that hold nothing we lack ahead,
+    /// those we serve least first (idle ones before any we are sending to),
+    /// with a `TooManyPeers` goodbye. Returns how many went.
     pub fn shed_followers(&mut self, count: usize, now: Millis) -> usize {
         if !self.config.download || count == 0 {
             return 0;
         }
         let lacking = self.lacking_ahead(now);
+        if lacking.is_empty() {
+            return 0;
+        }
         let mut followers: Vec<(bool, u64, PeerId)> = self
             .peers
             .iter()
@@ -96,6 +117,23 @@ impl<T: Trust> Engine<T> {
             self.drop_peer(id, GoodbyeReason::TooManyPeers);
         }
         shed
+    }
+
+    /// Sources, when the engine downloads and lacks something ahead.
+    fn sources_if_lacking(&self, now: Millis) -> Option<usize> {
+        if !self.config.download {
+            return None;
+        }
+        let lacking = self.lacking_ahead(now);
+        if lacking.is_empty() {
+            return None;
+        }
+        Some(
+            self.peers
+                .values()
+                .filter(|p| is_source(p, &lacking))
+                .count(),
+        )
     }
 
     /// Blocks of the window ahead (playhead to horizon) that we lack.

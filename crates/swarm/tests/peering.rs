@@ -4,7 +4,7 @@ mod common;
 
 use common::{Net, net};
 use telly_proto::wire::{BlockId, GoodbyeReason};
-use telly_swarm::{Config, PlayState};
+use telly_swarm::{Config, PeerLimits, PlayState};
 
 #[test]
 fn a_viewer_short_of_sources_lets_followers_go_idle_ones_first_and_never_a_source() {
@@ -57,6 +57,53 @@ fn a_viewer_short_of_sources_lets_followers_go_idle_ones_first_and_never_a_sourc
     // The follower let go saw a goodbye, not a fault: it may come back later.
     net.nodes[viewer].engine.check_invariants();
     assert!(net.nodes[served].disconnects.is_empty());
+}
+
+#[test]
+fn a_full_viewer_short_of_sources_makes_room_and_asks_for_them_one_that_lacks_nothing_sheds_none() {
+    let limits = PeerLimits { target: 2, max: 3 };
+    let mut net = net();
+    let short = net.add(Net::config(1));
+    let full = net.add(Net::config(2));
+    let source = net.add(Net::config(3));
+    let first: Vec<BlockId> = (0..5).map(BlockId).collect();
+    net.seed_blocks(short, &first);
+    net.seed_all(full);
+    net.seed_all(source);
+    net.nodes[source].mute = true;
+    // Each viewer has followers of its own, which fetch from it alone.
+    for (viewer, seed) in [(short, 4), (full, 6)] {
+        net.connect(viewer, source);
+        for follower in [seed, seed + 1] {
+            let follower = net.add(Net::config(follower));
+            net.connect(viewer, follower);
+        }
+    }
+    net.run_for(100);
+    net.play(short, 0, PlayState::Playing);
+    net.play(full, 0, PlayState::Playing);
+    net.run_for(500);
+    let now = net.now;
+
+    // One source of the two it wants, every place taken: one follower goes,
+    // and the place it leaves is for a source.
+    assert_eq!(net.nodes[short].engine.peers_to_find(3, limits, now), 1);
+    net.pump(short);
+    assert_eq!(net.nodes[short].disconnects.len(), 1);
+
+    // Holding the whole title, the peers it has are its sources for later
+    // and followers it serves: nobody is let go, nobody more is looked for.
+    assert_eq!(net.nodes[full].engine.sources(now), Some(0));
+    assert_eq!(net.nodes[full].engine.peers_to_find(3, limits, now), 0);
+    net.pump(full);
+    assert!(net.nodes[full].disconnects.is_empty());
+    // Below its target it still asks, to be found by those who need it.
+    assert_eq!(
+        net.nodes[full]
+            .engine
+            .peers_to_find(1, PeerLimits { target: 2, max: 3 }, now),
+        1
+    );
 }
 
 #[test]

@@ -12,7 +12,7 @@
 
 use telly_proto::signal::{HaveSummary, PeerId as SignalPeer};
 use telly_signalling::tracker::{self, TrackerConfig};
-use telly_swarm::{Millis, PeerId, PlayState};
+use telly_swarm::{Millis, PeerId, PeerLimits, PlayState};
 
 use super::{Strategy, World};
 
@@ -42,25 +42,18 @@ impl World {
 
     /// Asks for as many sources as the viewer lacks, within its peer limit.
     fn find_useful_peers(&mut self, id: u32) {
-        let v = &self.viewers[id as usize];
-        let Some(node) = v.node.as_ref() else {
+        let limits = PeerLimits {
+            target: self.scenario.peers,
+            max: self.scenario.max_peers,
+        };
+        let v = &mut self.viewers[id as usize];
+        let links = v.peers.len();
+        let Some(node) = v.node.as_mut() else {
             return;
         };
-        let sources = node.sources(Millis(self.now)).unwrap_or(0);
-        let wanted = self.scenario.peers.saturating_sub(sources);
-        // A full list of followers and too few sources: make room, as a tab does.
-        let crowded = (v.peers.len() + wanted).saturating_sub(self.scenario.max_peers);
-        if wanted > 0 && crowded > 0 {
-            let node = self.viewers[id as usize]
-                .node
-                .as_mut()
-                .expect("checked above");
-            if node.shed_followers(wanted.min(crowded), Millis(self.now)) > 0 {
-                self.drain(id);
-            }
-        }
-        let v = &self.viewers[id as usize];
-        let room = wanted.min(self.scenario.max_peers.saturating_sub(v.peers.len()));
+        let room = node.peers_to_find(links, limits, Millis(self.now));
+        // Followers it let go leave now, as a tab closes their channels.
+        self.drain(id);
         if room == 0 {
             return;
         }

@@ -22,7 +22,7 @@ use gloo_timers::future::TimeoutFuture;
 use telly_proto::api::{ClientConfig, GrantResponse, SwarmReport};
 use telly_proto::signal::{ClientMessage, PeerId as SignalPeer};
 use telly_proto::{Manifest, Sha256Hash, SignedManifest};
-use telly_swarm::{BlockId, Config, Engine, Fetched, Layout, Millis, Signed};
+use telly_swarm::{BlockId, Config, Engine, Fetched, Layout, Millis, PeerLimits, Signed};
 use web_sys::HtmlVideoElement;
 
 mod peering;
@@ -423,16 +423,14 @@ impl Hub {
                 have: title.have_summary(),
             });
             // A tab far into a title is everyone's source while its own
-            // sources, further along, finish and leave: count those, and with
-            // every place taken, let followers go to make room for sources.
-            let sources = title.engine.sources(now);
-            let lacking = sources.map_or(0, |n| TARGET_PEERS.saturating_sub(n));
-            let crowded = (title.links.by_peer.len() + lacking).saturating_sub(MAX_LINKS);
-            if lacking > 0 && crowded > 0 {
-                title.engine.shed_followers(lacking.min(crowded), now);
-            }
+            // sources, further along, finish and leave: the engine counts
+            // those, and with every place taken lets followers go.
+            let limits = PeerLimits {
+                target: TARGET_PEERS,
+                max: MAX_LINKS,
+            };
             let links = title.links.by_peer.len();
-            let short = links < TARGET_PEERS || (lacking > 0 && links < MAX_LINKS);
+            let short = title.engine.peers_to_find(links, limits, now) > 0;
             if short && !title.engine.layout().is_empty() {
                 let exclude = title.links.by_peer.keys().take(64).cloned().collect();
                 messages.push(ClientMessage::FindPeers {
