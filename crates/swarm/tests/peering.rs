@@ -17,13 +17,8 @@ fn a_viewer_short_of_sources_lets_followers_go_idle_ones_first_and_never_a_sourc
         ..Net::config(3)
     });
     let served = net.add(Net::config(4));
-    // The viewer holds the title's first seconds; the source all of it but
-    // never answers, so the viewer keeps lacking what the source holds.
-    let first: Vec<BlockId> = (0..5).map(BlockId).collect();
-    net.seed_blocks(viewer, &first);
-    net.seed_all(source);
-    net.nodes[source].mute = true;
-    for other in [source, idle, served] {
+    lacks_what_a_mute_source_holds(&mut net, viewer, source);
+    for other in [idle, served] {
         net.connect(viewer, other);
     }
     net.run_for(100);
@@ -66,14 +61,11 @@ fn a_full_viewer_short_of_sources_makes_room_and_asks_for_them_one_that_lacks_no
     let short = net.add(Net::config(1));
     let full = net.add(Net::config(2));
     let source = net.add(Net::config(3));
-    let first: Vec<BlockId> = (0..5).map(BlockId).collect();
-    net.seed_blocks(short, &first);
+    lacks_what_a_mute_source_holds(&mut net, short, source);
     net.seed_all(full);
-    net.seed_all(source);
-    net.nodes[source].mute = true;
+    net.connect(full, source);
     // Each viewer has followers of its own, which fetch from it alone.
     for (viewer, seed) in [(short, 4), (full, 6)] {
-        net.connect(viewer, source);
         for follower in [seed, seed + 1] {
             let follower = net.add(Net::config(follower));
             net.connect(viewer, follower);
@@ -123,4 +115,14 @@ fn a_host_reusing_a_live_peers_name_starts_that_peer_afresh() {
     net.nodes[viewer].engine.check_invariants();
     assert_eq!(net.nodes[viewer].engine.stats(now).peers_connected, 1);
     assert_eq!(net.nodes[viewer].engine.sources(now), Some(0));
+}
+
+/// The viewer holds the title's first seconds; the source all of it but never
+/// answers, so the viewer keeps lacking what the source holds.
+fn lacks_what_a_mute_source_holds(net: &mut Net, viewer: usize, source: usize) {
+    let first: Vec<BlockId> = (0..5).map(BlockId).collect();
+    net.seed_blocks(viewer, &first);
+    net.seed_all(source);
+    net.nodes[source].mute = true;
+    net.connect(viewer, source);
 }
