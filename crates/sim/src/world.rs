@@ -584,14 +584,30 @@ impl World {
 
     fn drain(&mut self, id: u32) {
         let now = self.now;
+        // A timer that fell due while this input was handled runs now, as a
+        // tab's zero-delay timer would, not a millisecond late. Once: a timer
+        // still due after it ran waits for the next millisecond.
+        let mut ran_due_timer = false;
         loop {
+            loop {
+                let Some(node) = self.viewers[id as usize].node.as_mut() else {
+                    return;
+                };
+                let Some(action) = node.poll_action(Millis(now)) else {
+                    break;
+                };
+                self.perform(id, action);
+            }
             let Some(node) = self.viewers[id as usize].node.as_mut() else {
                 return;
             };
-            let Some(action) = node.poll_action(Millis(now)) else {
-                break;
-            };
-            self.perform(id, action);
+            match node.poll_timeout() {
+                Some(at) if at.0 <= now && !ran_due_timer => {
+                    ran_due_timer = true;
+                    node.timeout(Millis(now));
+                }
+                _ => break,
+            }
         }
         let v = &mut self.viewers[id as usize];
         let Some(node) = v.node.as_mut() else {

@@ -182,9 +182,16 @@ impl<T: Trust> Engine<T> {
             if urgent {
                 self.plan_urgent(block, deadline, &mut scratch, now);
             } else if avail == 0 || !scratch.any_eligible {
+                // Most passes find the fetch not yet due: that is known from
+                // the counts alone, without listing the chunks.
                 if !self.fetching_from_origin(block) {
-                    self.missing_chunks(block, &mut scratch.chunks);
-                    self.consider_origin(block, deadline, &scratch.chunks, now);
+                    let due = self.origin_due(block, deadline, self.unassigned_bytes(block));
+                    if now < due {
+                        self.plan_wake = self.plan_wake.min(due);
+                    } else {
+                        self.missing_chunks(block, &mut scratch.chunks);
+                        self.consider_origin(block, deadline, &scratch.chunks, now);
+                    }
                 }
             } else if self.partial[&block].unassigned > 0 {
                 scratch.prefetch.push((avail, deadline, block));
@@ -330,15 +337,23 @@ impl<T: Trust> Engine<T> {
         deadline <= self.waiting_since + budget
     }
 
-    /// Fetches `at_risk` chunks from the origin if it is time, else sets the wake-up.
-    fn consider_origin(&mut self, block: BlockId, deadline: Millis, at_risk: &[u16], now: Millis) {
-        if at_risk.is_empty() {
-            return;
+    /// Bytes of the chunks of `block` that nobody is fetching.
+    fn unassigned_bytes(&self, block: BlockId) -> u64 {
+        let partial = &self.partial[&block];
+        let last = partial.chunks.len() - 1;
+        let mut bytes = u64::from(partial.unassigned) * CHUNK_SIZE as u64;
+        if matches!(partial.chunks[last], ChunkState::Missing) {
+            bytes -= CHUNK_SIZE as u64 - self.chunk_bytes(block, last);
         }
-        let bytes: u64 = at_risk
-            .iter()
-            .map(|&i| self.chunk_bytes(block, usize::from(i)))
-            .sum();
+        bytes
+    }
+
+    /// When `bytes` of `block`, due at `deadline`, are to be fetched from the
+    /// origin if no peer has taken them by then.
+    fn origin_due(&self, block: BlockId, deadline: Millis, bytes: u64) -> Millis {
+        if bytes == 0 {
+            return Millis::NEVER;
+        }
         let nobody_has = self.avail[block.0 as usize] == 0;
         // Only a playing viewer spreads: one that is starting or paused has just
         // joined or is in no hurry, and its peers' have-maps may still be on the way.
@@ -361,6 +376,17 @@ impl<T: Trust> Engine<T> {
             let look = if self.alone { 0 } else { STARTUP_LOOKAROUND_MS };
             due = due.min(self.waiting_since + look);
         }
+        due
+    }
+
+    /// Fetches `at_risk` chunks from the origin if it is time, else sets the wake-up.
+    fn consider_origin(&mut self, block: BlockId, deadline: Millis, at_risk: &[u16], now: Millis) {
+        let bytes: u64 = at_risk
+            .iter()
+            .map(|&i| self.chunk_bytes(block, usize::from(i)))
+            .sum();
+        let due = self.origin_due(block, deadline, bytes);
+        let nobody_has = self.avail[block.0 as usize] == 0;
         if now < due {
             self.plan_wake = self.plan_wake.min(due);
             return;

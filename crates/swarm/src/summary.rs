@@ -63,7 +63,7 @@ impl<T: Trust> Engine<T> {
         if !self.config.download {
             return None;
         }
-        Some(self.sources_if_lacking(now).unwrap_or(0))
+        Some(sources_among(self, &self.lacking_ahead(now)).unwrap_or(0))
     }
 
     /// How many peers the host should ask its tracker for now, having let
@@ -80,12 +80,17 @@ impl<T: Trust> Engine<T> {
     /// source the way we do. A viewer that lacks nothing ahead sheds nobody:
     /// the peers ahead of it are its sources for later.
     pub fn peers_to_find(&mut self, links: usize, limits: PeerLimits, now: Millis) -> usize {
-        let missing = match self.sources_if_lacking(now) {
+        if !self.config.download {
+            return limits.target.saturating_sub(links);
+        }
+        let lacking = self.lacking_ahead(now);
+        let missing = match sources_among(self, &lacking) {
             Some(sources) => limits.target.saturating_sub(sources),
             None => 0,
         };
         let crowded = (links + missing).saturating_sub(limits.max);
-        let links = links - self.shed_followers(missing.min(crowded), now).min(links);
+        let shed = self.shed_followers_of(missing.min(crowded), &lacking, now);
+        let links = links - shed.min(links);
         missing
             .max(limits.target.saturating_sub(links))
             .min(limits.max.saturating_sub(links))
@@ -95,17 +100,21 @@ impl<T: Trust> Engine<T> {
     /// those we serve least first (idle ones before any we are sending to),
     /// with a `TooManyPeers` goodbye. Returns how many went.
     pub fn shed_followers(&mut self, count: usize, now: Millis) -> usize {
-        if !self.config.download || count == 0 {
+        if !self.config.download {
             return 0;
         }
         let lacking = self.lacking_ahead(now);
-        if lacking.is_empty() {
+        self.shed_followers_of(count, &lacking, now)
+    }
+
+    fn shed_followers_of(&mut self, count: usize, lacking: &[usize], now: Millis) -> usize {
+        if count == 0 || lacking.is_empty() {
             return 0;
         }
         let mut followers: Vec<(bool, u64, PeerId)> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.phase == Phase::Ready && !is_source(p, &lacking))
+            .filter(|(_, p)| p.phase == Phase::Ready && !is_source(p, lacking))
             .map(|(id, p)| {
                 let served = p.unchoked || !p.queue.is_empty();
                 (served, p.recent_up_by(now) as u64, *id)
@@ -119,23 +128,6 @@ impl<T: Trust> Engine<T> {
         shed
     }
 
-    /// Sources, when the engine downloads and lacks something ahead.
-    fn sources_if_lacking(&self, now: Millis) -> Option<usize> {
-        if !self.config.download {
-            return None;
-        }
-        let lacking = self.lacking_ahead(now);
-        if lacking.is_empty() {
-            return None;
-        }
-        Some(
-            self.peers
-                .values()
-                .filter(|p| is_source(p, &lacking))
-                .count(),
-        )
-    }
-
     /// Blocks of the window ahead (playhead to horizon) that we lack.
     fn lacking_ahead(&self, now: Millis) -> Vec<usize> {
         let layout = self.layout();
@@ -146,6 +138,20 @@ impl<T: Trust> Engine<T> {
             .map(|b| b.0 as usize)
             .collect()
     }
+}
+
+/// Sources among the peers, when there is something `lacking` ahead.
+fn sources_among<T: Trust>(engine: &Engine<T>, lacking: &[usize]) -> Option<usize> {
+    if lacking.is_empty() {
+        return None;
+    }
+    Some(
+        engine
+            .peers
+            .values()
+            .filter(|p| is_source(p, lacking))
+            .count(),
+    )
 }
 
 fn is_source(peer: &Peer, lacking: &[usize]) -> bool {
