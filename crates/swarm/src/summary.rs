@@ -63,7 +63,7 @@ impl<T: Trust> Engine<T> {
         if !self.config.download {
             return None;
         }
-        Some(sources_among(self, &self.lacking_ahead(now)).unwrap_or(0))
+        Some(self.sources_among(&self.lacking_ahead(now)).unwrap_or(0))
     }
 
     /// How many peers the host should ask its tracker for now, having let
@@ -84,7 +84,7 @@ impl<T: Trust> Engine<T> {
             return limits.target.saturating_sub(links);
         }
         let lacking = self.lacking_ahead(now);
-        let missing = match sources_among(self, &lacking) {
+        let missing = match self.sources_among(&lacking) {
             Some(sources) => limits.target.saturating_sub(sources),
             None => 0,
         };
@@ -128,6 +128,19 @@ impl<T: Trust> Engine<T> {
         shed
     }
 
+    /// Sources among the peers, when there is something `lacking` ahead.
+    fn sources_among(&self, lacking: &[usize]) -> Option<usize> {
+        if lacking.is_empty() {
+            return None;
+        }
+        Some(
+            self.peers
+                .values()
+                .filter(|p| is_source(p, lacking))
+                .count(),
+        )
+    }
+
     /// Blocks of the window ahead (playhead to horizon) that we lack.
     fn lacking_ahead(&self, now: Millis) -> Vec<usize> {
         let layout = self.layout();
@@ -138,20 +151,6 @@ impl<T: Trust> Engine<T> {
             .map(|b| b.0 as usize)
             .collect()
     }
-}
-
-/// Sources among the peers, when there is something `lacking` ahead.
-fn sources_among<T: Trust>(engine: &Engine<T>, lacking: &[usize]) -> Option<usize> {
-    if lacking.is_empty() {
-        return None;
-    }
-    Some(
-        engine
-            .peers
-            .values()
-            .filter(|p| is_source(p, lacking))
-            .count(),
-    )
 }
 
 fn is_source(peer: &Peer, lacking: &[usize]) -> bool {
