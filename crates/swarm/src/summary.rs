@@ -80,9 +80,6 @@ impl<T: Trust> Engine<T> {
     /// source the way we do. A viewer that lacks nothing ahead sheds nobody:
     /// the peers ahead of it are its sources for later.
     pub fn peers_to_find(&mut self, links: usize, limits: PeerLimits, now: Millis) -> usize {
-        if !self.config.download {
-            return limits.target.saturating_sub(links);
-        }
         let lacking = self.lacking_ahead(now);
         let missing = match self.sources_among(&lacking) {
             Some(sources) => limits.target.saturating_sub(sources),
@@ -100,9 +97,6 @@ impl<T: Trust> Engine<T> {
     /// those we serve least first (idle ones before any we are sending to),
     /// with a `TooManyPeers` goodbye. Returns how many went.
     pub fn shed_followers(&mut self, count: usize, now: Millis) -> usize {
-        if !self.config.download {
-            return 0;
-        }
         let lacking = self.lacking_ahead(now);
         self.shed_followers_of(count, &lacking, now)
     }
@@ -141,8 +135,12 @@ impl<T: Trust> Engine<T> {
         )
     }
 
-    /// Blocks of the window ahead (playhead to horizon) that we lack.
+    /// Blocks of the window ahead (playhead to horizon) that we lack; none
+    /// when the engine only shares, since it will fetch nothing.
     fn lacking_ahead(&self, now: Millis) -> Vec<usize> {
+        if !self.config.download {
+            return Vec::new();
+        }
         let layout = self.layout();
         let window = &layout.by_time()[layout.window(self.position(now), self.config.horizon_ms)];
         window
