@@ -38,6 +38,8 @@ pub(crate) struct Queued {
     pub chunk: u16,
     pub deadline: Millis,
     pub want_hashes: bool,
+    /// When the request reached us.
+    pub received: Millis,
 }
 
 /// Chunks cancelled on this peer that may still arrive and are not a violation.
@@ -72,6 +74,8 @@ pub(crate) struct Peer {
     /// We refused them a slot; the deadline they needed (for unchoking the neediest).
     pub refused: Option<Millis>,
     pub last_request: Millis,
+    /// When we last sent them a chunk.
+    pub last_sent: Millis,
     /// Bytes sent to them, decaying (fairness between downloaders).
     pub recent_up: f64,
     pub recent_up_at: Millis,
@@ -101,6 +105,7 @@ impl Peer {
             unchoked: false,
             refused: None,
             last_request: now,
+            last_sent: now,
             recent_up: 0.0,
             recent_up_at: now,
             up_tokens: 0.0,

@@ -19,6 +19,10 @@
 //! - A request's deadline is when the requester gives up on us (and goes to the
 //!   origin): a chunk that can no longer arrive by then is rejected, not sent,
 //!   so no upload is spent on copies that would be thrown away.
+//! - A request kept waiting for two request time-outs, while its requester got
+//!   nothing from us, is turned away (`Reject`) when a neighbour of ours also
+//!   holds the block: the requester would give up on us a step later anyway,
+//!   and would mark us slow when it did. A block nobody else holds waits.
 //! - A relay serves chunks of a block it is still receiving as they arrive.
 
 use telly_proto::wire::{BlockId, CHUNK_SIZE, GoodbyeReason};
@@ -158,6 +162,7 @@ impl<T: Trust> Engine<T> {
                     chunk,
                     deadline,
                     want_hashes,
+                    received: now,
                 },
             );
         }
@@ -315,6 +320,10 @@ impl<T: Trust> Engine<T> {
             .burst_bytes(self.config.per_peer_upload_cap)
             .max(chunk);
         let send_ms = chunk / cap.min(per_peer_cap).max(1e-6);
+        // A requester gives up on a peer silent for three of these; we turn its
+        // requests away a step before, so that it asks elsewhere at once and
+        // without marking us slow.
+        let turn_away_after = 2 * self.config.min_request_timeout_ms;
         self.total_tokens =
             (self.total_tokens + now.since(self.total_tokens_at) as f64 * cap).min(burst);
         self.total_tokens_at = now;
@@ -345,6 +354,17 @@ impl<T: Trust> Engine<T> {
                     let wait = (-p.up_tokens / per_peer_cap.max(1e-6)).ceil() as u64;
                     self.upload_wake = self.upload_wake.min(now + wait.max(1));
                     continue;
+                }
+                if now.since(p.last_sent) >= turn_away_after {
+                    p.queue.retain(|q| {
+                        let elsewhere = self.avail[q.block.0 as usize] > 0
+                            && q.deadline.since(now) >= ALTERNATIVES_GRACE_MS;
+                        let turn_away = elsewhere && now.since(q.received) >= turn_away_after;
+                        if turn_away {
+                            gone.push((*id, q.block, q.chunk));
+                        }
+                        !turn_away
+                    });
                 }
                 p.decay_recent_up(now);
                 let penalty = p.recent_up / fair_rate;
@@ -460,6 +480,7 @@ impl<T: Trust> Engine<T> {
         }
         let len = T::chunk_len(&data) as f64;
         let p = self.peers.get_mut(&peer).expect("present");
+        p.last_sent = now;
         p.up_tokens -= len;
         p.recent_up += len;
         p.bytes_up += len as u64;
@@ -486,6 +507,7 @@ mod tests {
             chunk: 0,
             deadline,
             want_hashes: false,
+            received: Millis::ZERO,
         }
     }
 

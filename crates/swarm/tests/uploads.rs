@@ -57,13 +57,9 @@ fn a_newcomer_in_a_hurry_takes_the_slot_of_a_peer_that_is_not() {
         },
     );
     // A paused viewer prefetches without hurry and holds the only slot.
-    let idle = net.add(Net::config(2));
-    net.play(idle, 0, PlayState::Paused);
-    net.connect(seed, idle);
+    let idle = net.add_viewer(Net::config(2), 0, PlayState::Paused, seed);
     net.run_for(400);
-    let newcomer = net.add(Net::config(3));
-    net.play(newcomer, 0, PlayState::Starting);
-    net.connect(seed, newcomer);
+    let newcomer = net.add_viewer(Net::config(3), 0, PlayState::Starting, seed);
     net.run_for(1_000);
     let to = |node: usize| -> Vec<String> {
         net.nodes[seed]
@@ -242,4 +238,61 @@ fn a_quiet_uplink_sends_a_newcomers_first_block_in_one_burst_and_keeps_its_avera
     assert_eq!(origin, 0);
     // Over ten seconds the burst is a small part: one second of cap on top.
     assert!(rate <= 400_000.0 * 1.1 + 400_000.0 / 10.0, "{rate} B/s");
+}
+
+#[test]
+fn an_uploader_turns_away_a_request_it_keeps_waiting_when_another_holder_has_the_block() {
+    let mut net = Net::new(title(30, 150_000));
+    // The seed sends a block in 1.5 s, and a viewer playing from block 7
+    // needs the blocks only the seed holds.
+    let seed = net.add_capped_seed(100_000, Net::config(1));
+    let early: Vec<BlockId> = (0..=4).map(BlockId).collect();
+    let holders: Vec<usize> = (0..10)
+        .map(|i| {
+            let holder = net.add(Config {
+                download: false,
+                ..Net::config(10 + i)
+            });
+            net.seed_blocks(holder, &early);
+            net.connect(seed, holder);
+            holder
+        })
+        .collect();
+    let from_middle = net.add_viewer(Net::config(2), 14_000, PlayState::Playing, seed);
+    net.run_for(500);
+    // A paused viewer asks the seed for the first blocks, which ten of the
+    // seed's neighbours also hold; it meets one of them only after asking.
+    let from_start = net.add_viewer(Net::config(3), 0, PlayState::Paused, seed);
+    net.run_for(500);
+    net.connect(holders[0], from_start);
+    net.run_for(8_000);
+    // The seed spends its upload on the middle viewer's blocks, which only it
+    // holds, and turns the first blocks' requests away once they have waited
+    // long: the viewer asks the holder for them rather than time out on us.
+    let rejected: Vec<u32> = net.nodes[seed]
+        .sent
+        .iter()
+        .filter(|s| s.1 == from_start && s.2.starts_with("Reject"))
+        .map(|s| {
+            let id = s.2.split("BlockId(").nth(1).expect("a block");
+            id[..id.find(')').expect("closed")]
+                .parse()
+                .expect("a number")
+        })
+        .collect();
+    assert!(!rejected.is_empty(), "nothing turned away");
+    assert!(
+        rejected.iter().all(|&b| b <= 4),
+        "turned away a block nobody else holds: {rejected:?}"
+    );
+    let delivered = net.delivered(from_start);
+    assert!(early.iter().all(|b| delivered.contains(b)), "{delivered:?}");
+    net.play(from_start, 0, PlayState::Playing);
+    net.run_for(90_000);
+    assert_eq!(net.delivered(from_start), net.all_blocks());
+    let middle_got = net.delivered(from_middle);
+    assert!(
+        (7..30).all(|b| middle_got.contains(&BlockId(b))),
+        "{middle_got:?}"
+    );
 }

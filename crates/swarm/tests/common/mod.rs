@@ -285,6 +285,20 @@ impl Net {
         self.pump(node);
     }
 
+    /// Adds a viewer at `position_ms` in `state`, connected to `peer`.
+    pub fn add_viewer(
+        &mut self,
+        config: Config,
+        position_ms: u64,
+        state: PlayState,
+        peer: usize,
+    ) -> usize {
+        let node = self.add(config);
+        self.play(node, position_ms, state);
+        self.connect(peer, node);
+        node
+    }
+
     fn push(&mut self, at: Millis, event: Event) {
         self.seq += 1;
         let key = self.seq as usize;
