@@ -14,6 +14,10 @@ use crate::peer::{PeerId, Phase};
 use crate::time::Millis;
 use crate::trust::Trust;
 
+/// A request is given up when its peer has sent nothing for this many minimum
+/// request time-outs (an uploader turns requests away a step before).
+pub(crate) const SILENT_TIMEOUTS: u64 = 3;
+
 impl<T: Trust> Engine<T> {
     pub(crate) fn on_handshake(
         &mut self,
@@ -297,11 +301,11 @@ impl<T: Trust> Engine<T> {
         // is at risk. Only a peer silent for three timeouts loses its requests.
         let step = self.config.min_request_timeout_ms;
         let quiet_since = p.last_arrival.max(p.inflight[i].sent_at);
-        if now.since(quiet_since) < 3 * step {
+        if now.since(quiet_since) < SILENT_TIMEOUTS * step {
             // Checked every `step` from here; arrivals only postpone the
             // time-out, so skip the checks before the first that could fire
             // (re-checks of busy peers' requests were 28 % of a simulation's events).
-            let fires_at = quiet_since + 3 * step;
+            let fires_at = quiet_since + SILENT_TIMEOUTS * step;
             let expires = now + fires_at.since(now).div_ceil(step).max(1) * step;
             p.inflight[i].expires = expires;
             self.expiries.push(Reverse((expires, peer, block, chunk)));

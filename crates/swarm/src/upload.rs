@@ -31,6 +31,7 @@ use crate::download::ChunkState;
 use crate::engine::{Action, Engine};
 use crate::message::PeerMessage;
 use crate::peer::{PeerId, Queued};
+use crate::receive::SILENT_TIMEOUTS;
 use crate::time::Millis;
 use crate::trust::Trust;
 
@@ -320,10 +321,9 @@ impl<T: Trust> Engine<T> {
             .burst_bytes(self.config.per_peer_upload_cap)
             .max(chunk);
         let send_ms = chunk / cap.min(per_peer_cap).max(1e-6);
-        // A requester gives up on a peer silent for three of these; we turn its
-        // requests away a step before, so that it asks elsewhere at once and
-        // without marking us slow.
-        let turn_away_after = 2 * self.config.min_request_timeout_ms;
+        // A step before the requester would give up on our silence, so that it
+        // asks elsewhere at once and without marking us slow.
+        let turn_away_after = (SILENT_TIMEOUTS - 1) * self.config.min_request_timeout_ms;
         self.total_tokens =
             (self.total_tokens + now.since(self.total_tokens_at) as f64 * cap).min(burst);
         self.total_tokens_at = now;
@@ -357,9 +357,10 @@ impl<T: Trust> Engine<T> {
                 }
                 if now.since(p.last_sent) >= turn_away_after {
                     p.queue.retain(|q| {
-                        let elsewhere = self.avail[q.block.0 as usize] > 0
-                            && q.deadline.since(now) >= ALTERNATIVES_GRACE_MS;
-                        let turn_away = elsewhere && now.since(q.received) >= turn_away_after;
+                        // Only what the rank delay holds back: a block another
+                        // neighbour holds, not due within the grace.
+                        let held_back = alternatives_delay(&self.avail, q, now) > 0.0;
+                        let turn_away = held_back && now.since(q.received) >= turn_away_after;
                         if turn_away {
                             gone.push((*id, q.block, q.chunk));
                         }
