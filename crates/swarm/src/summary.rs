@@ -19,6 +19,13 @@ pub struct PeerLimits {
     pub max: usize,
 }
 
+/// How far ahead of the playhead a block nobody of ours holds sends us
+/// looking for more peers, even with sources enough for the rest.
+const UNCOVERED_WINDOW_MS: u64 = 20_000;
+
+/// Peers asked for at a time for such a block.
+const WIDEN_BY: usize = 2;
+
 impl<T: Trust> Engine<T> {
     /// The held spans of title time, at most [`MAX_HAVE_SPANS`] (the longest,
     /// in time order), with the player's position when it is playing.
@@ -79,6 +86,11 @@ impl<T: Trust> Engine<T> {
     /// full list and no source). A follower that loses us finds another
     /// source the way we do. A viewer that lacks nothing ahead sheds nobody:
     /// the peers ahead of it are its sources for later.
+    ///
+    /// Sources a few seconds ahead count as sources while holding none of
+    /// the blocks after theirs: a block due within `UNCOVERED_WINDOW_MS` that
+    /// no peer of ours holds has us ask for `WIDEN_BY` more while the list
+    /// has room (no follower is let go for it).
     pub fn peers_to_find(&mut self, links: usize, limits: PeerLimits, now: Millis) -> usize {
         let lacking = self.lacking_ahead(now);
         let missing = match self.sources_among(&lacking) {
@@ -88,7 +100,15 @@ impl<T: Trust> Engine<T> {
         let crowded = (links + missing).saturating_sub(limits.max);
         let shed = self.shed_followers_of(missing.min(crowded), &lacking, now);
         let links = links - shed.min(links);
+        // Sources for blocks long past the ones nobody here holds are no
+        // help for those: look for holders while the list has room.
+        let widen = if !lacking.is_empty() && self.uncovered_soon(now) {
+            WIDEN_BY
+        } else {
+            0
+        };
         missing
+            .max(widen)
             .max(limits.target.saturating_sub(links))
             .min(limits.max.saturating_sub(links))
     }
@@ -120,6 +140,15 @@ impl<T: Trust> Engine<T> {
             self.drop_peer(id, GoodbyeReason::TooManyPeers);
         }
         shed
+    }
+
+    /// Whether a block we lack within `UNCOVERED_WINDOW_MS` of the playhead is
+    /// announced by none of our peers.
+    fn uncovered_soon(&self, now: Millis) -> bool {
+        let layout = self.layout();
+        let soon = &layout.by_time()[layout.window(self.position(now), UNCOVERED_WINDOW_MS)];
+        soon.iter()
+            .any(|b| !self.has_block(*b) && self.avail[b.0 as usize] == 0)
     }
 
     /// Sources among the peers, when there is something `lacking` ahead.

@@ -99,6 +99,50 @@ fn a_full_viewer_short_of_sources_makes_room_and_asks_for_them_one_that_lacks_no
 }
 
 #[test]
+fn a_viewer_whose_peers_lack_its_next_blocks_asks_for_more_peers_while_its_list_has_room() {
+    let limits = PeerLimits { target: 2, max: 6 };
+    let mut net = net();
+    let viewer = net.add(Net::config(1));
+    let first: Vec<BlockId> = (0..5).map(BlockId).collect();
+    net.seed_blocks(viewer, &first);
+    // Two peers a few seconds ahead hold the next blocks, not those after.
+    let ahead: Vec<BlockId> = (0..7).map(BlockId).collect();
+    for seed in [2, 3] {
+        let source = net.add(Net::config(seed));
+        net.seed_blocks(source, &ahead);
+        net.nodes[source].mute = true;
+        net.connect(viewer, source);
+    }
+    net.run_for(100);
+    net.play(viewer, 0, PlayState::Paused);
+    net.run_for(100);
+    let now = net.now;
+    assert_eq!(net.nodes[viewer].engine.sources(now), Some(2));
+    assert_eq!(
+        net.nodes[viewer].engine.peers_to_find(2, limits, now),
+        2,
+        "sources enough, but none for the blocks after theirs"
+    );
+    // With every place taken it asks for none, and lets no follower go.
+    assert_eq!(net.nodes[viewer].engine.peers_to_find(6, limits, now), 0);
+    net.pump(viewer);
+    assert!(net.nodes[viewer].disconnects.is_empty());
+
+    let far = net.add(Net::config(4));
+    net.seed_all(far);
+    net.nodes[far].mute = true;
+    net.connect(viewer, far);
+    net.run_for(100);
+    let now = net.now;
+    assert_eq!(net.nodes[viewer].engine.sources(now), Some(3));
+    assert_eq!(
+        net.nodes[viewer].engine.peers_to_find(3, limits, now),
+        0,
+        "every block ahead has a holder"
+    );
+}
+
+#[test]
 fn a_host_reusing_a_live_peers_name_starts_that_peer_afresh() {
     let mut net = net();
     let viewer = net.add(Net::config(1));
