@@ -17,7 +17,7 @@
 //! - Other blocks in the horizon are prefetched rarest first, each chunk from the
 //!   holder with the most free pipeline.
 //! - A peer's pipeline holds its bandwidth-delay product (at least two chunks);
-//!   urgent requests may fill it twice over.
+//!   urgent requests only by their estimate and `URGENT_PIPELINE_BYTES`.
 
 use std::sync::Arc;
 
@@ -32,6 +32,12 @@ use crate::trust::Trust;
 
 /// How often urgent blocks with outstanding chunks are looked at again.
 const URGENT_RECHECK_MS: u64 = 250;
+
+/// The most an urgent request may find already asked of a peer. In bytes,
+/// not in chunks of the block asked for: counted in an init segment's one
+/// 2 KB chunk, it kept every peer with two chunks on the way from being
+/// asked for it, and a newcomer took it from the origin.
+const URGENT_PIPELINE_BYTES: u64 = 64 * CHUNK_SIZE as u64;
 
 /// Viewers paused by hand keep fetching, but without hurry.
 const PAUSED_SLACK_MS: u64 = 10_000;
@@ -535,11 +541,10 @@ impl<T: Trust> Engine<T> {
         exclude: Option<PeerId>,
         now: Millis,
     ) -> Option<PeerId> {
-        let chunk = self.chunk_bytes(block, 0);
         self.eligible(now)
             .filter(|(id, _)| Some(**id) != exclude)
             .filter_map(|(id, p)| {
-                if p.inflight_bytes + len > 64 * chunk || !p.may_ask(block, now) {
+                if p.inflight_bytes + len > URGENT_PIPELINE_BYTES || !p.may_ask(block, now) {
                     return None;
                 }
                 let eta = p.eta_before(now, len, deadline);

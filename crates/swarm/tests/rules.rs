@@ -97,6 +97,39 @@ fn a_viewer_takes_even_its_first_block_from_a_ready_peer() {
 }
 
 #[test]
+fn a_newcomer_asks_for_its_init_segment_a_peer_it_keeps_busy_with_prefetching() {
+    // A title long enough that prefetching keeps the viewer's pipeline to
+    // the peer full for seconds.
+    let mut net = Net::new(title(40, 150_000));
+    let peer = net.add(Config {
+        upload_cap: 1_000_000,
+        per_peer_upload_cap: 1_000_000,
+        ..Net::config(1)
+    });
+    net.nodes[peer].up_rate = 1_000.0;
+    let media: Vec<BlockId> = (1..41).map(BlockId).collect();
+    net.seed_blocks(peer, &media);
+    let viewer = net.add(Net::config(2));
+    net.connect(peer, viewer);
+    net.run_for(100);
+    net.play(viewer, 0, PlayState::Starting);
+    net.run_for(10);
+    // The init segment, one small chunk, reaches the peer once the viewer
+    // has asked it for its first blocks.
+    net.seed_blocks(peer, &[BlockId(0)]);
+    net.run_for(2_000);
+    assert!(net.delivered(viewer).contains(&BlockId(0)));
+    assert!(
+        net.nodes[viewer]
+            .origin_log
+            .iter()
+            .all(|o| o.1 != BlockId(0)),
+        "{:?}",
+        net.nodes[viewer].origin_log
+    );
+}
+
+#[test]
 fn hosts_that_hash_with_their_own_sha256_swarm_alike() {
     // The browser hands the engine the Merkle leaves of what it reads back from
     // its store or fetches whole (WebCrypto); the seed's loads and the second
