@@ -3,7 +3,7 @@
 //! tracker reads it the same way).
 
 use telly_proto::signal::{HaveSummary, MAX_HAVE_SPANS, Span};
-use telly_proto::wire::GoodbyeReason;
+use telly_proto::wire::{BlockId, GoodbyeReason};
 
 use crate::engine::Engine;
 use crate::peer::{Peer, PeerId, Phase};
@@ -102,7 +102,7 @@ impl<T: Trust> Engine<T> {
         let links = links - shed.min(links);
         // Sources for blocks long past the ones nobody here holds are no
         // help for those: look for holders while the list has room.
-        let widen = if !lacking.is_empty() && self.uncovered_soon(now) {
+        let widen = if self.uncovered_soon(&lacking, now) {
             WIDEN_BY
         } else {
             0
@@ -142,13 +142,15 @@ impl<T: Trust> Engine<T> {
         shed
     }
 
-    /// Whether a block we lack within `UNCOVERED_WINDOW_MS` of the playhead is
-    /// announced by none of our peers.
-    fn uncovered_soon(&self, now: Millis) -> bool {
+    /// Whether a block of `lacking` (in time order) within
+    /// `UNCOVERED_WINDOW_MS` of the playhead is announced by none of our peers.
+    fn uncovered_soon(&self, lacking: &[usize], now: Millis) -> bool {
+        let until = self.position(now) + UNCOVERED_WINDOW_MS;
         let layout = self.layout();
-        let soon = &layout.by_time()[layout.window(self.position(now), UNCOVERED_WINDOW_MS)];
-        soon.iter()
-            .any(|b| !self.has_block(*b) && self.avail[b.0 as usize] == 0)
+        lacking
+            .iter()
+            .take_while(|&&b| layout.deadline_time(BlockId(b as u32)) < until)
+            .any(|&b| self.avail[b] == 0)
     }
 
     /// Sources among the peers, when there is something `lacking` ahead.

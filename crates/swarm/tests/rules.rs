@@ -101,12 +101,7 @@ fn a_newcomer_asks_for_its_init_segment_a_peer_it_keeps_busy_with_prefetching() 
     // A title long enough that prefetching keeps the viewer's pipeline to
     // the peer full for seconds.
     let mut net = Net::new(title(40, 150_000));
-    let peer = net.add(Config {
-        upload_cap: 1_000_000,
-        per_peer_upload_cap: 1_000_000,
-        ..Net::config(1)
-    });
-    net.nodes[peer].up_rate = 1_000.0;
+    let peer = net.add_capped(1_000_000, Net::config(1));
     let media: Vec<BlockId> = (1..41).map(BlockId).collect();
     net.seed_blocks(peer, &media);
     let viewer = net.add(Net::config(2));

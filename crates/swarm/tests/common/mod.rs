@@ -233,16 +233,22 @@ impl Net {
         self.seed_blocks(node, &all);
     }
 
-    /// Adds a node holding every block whose upload, engine cap and link alike,
-    /// is `bytes_per_s`.
-    pub fn add_capped_seed(&mut self, bytes_per_s: u64, config: Config) -> usize {
-        let seed = self.add(Config {
+    /// Adds a node whose upload, engine cap and link alike, is `bytes_per_s`.
+    pub fn add_capped(&mut self, bytes_per_s: u64, config: Config) -> usize {
+        let node = self.add(Config {
             upload_cap: bytes_per_s,
             per_peer_upload_cap: bytes_per_s,
             ..config
         });
+        self.nodes[node].up_rate = bytes_per_s as f64 / 1000.0;
+        node
+    }
+
+    /// Adds a node holding every block whose upload, engine cap and link alike,
+    /// is `bytes_per_s`.
+    pub fn add_capped_seed(&mut self, bytes_per_s: u64, config: Config) -> usize {
+        let seed = self.add_capped(bytes_per_s, config);
         self.seed_all(seed);
-        self.nodes[seed].up_rate = bytes_per_s as f64 / 1000.0;
         seed
     }
 
