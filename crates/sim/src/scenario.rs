@@ -62,6 +62,7 @@ pub struct EngineKnobs {
     pub urgent_window_ms: Option<u64>,
     pub horizon_ms: Option<u64>,
     pub margin_ms: Option<u64>,
+    pub min_margin_ms: Option<u64>,
     pub startup_budget_ms: Option<u64>,
     pub origin_spread_ms: Option<u64>,
     pub upload_slots: Option<usize>,

@@ -426,6 +426,7 @@ impl World {
                     urgent_window_ms: knobs.urgent_window_ms.unwrap_or(defaults.urgent_window_ms),
                     horizon_ms: knobs.horizon_ms.unwrap_or(defaults.horizon_ms),
                     margin_ms: knobs.margin_ms.unwrap_or(defaults.margin_ms),
+                    min_margin_ms: knobs.min_margin_ms.unwrap_or(defaults.min_margin_ms),
                     startup_budget_ms: knobs
                         .startup_budget_ms
                         .unwrap_or(defaults.startup_budget_ms),

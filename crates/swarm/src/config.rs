@@ -14,8 +14,11 @@ pub struct Config {
     pub urgent_window_ms: u64,
     /// How far past the playhead the engine prefetches (rarest first).
     pub horizon_ms: u64,
-    /// Safety margin kept between a chunk's expected arrival and its deadline.
+    /// Safety margin kept between a chunk's expected arrival and its deadline:
+    /// four times the origin's recent estimate error, between `min_margin_ms`
+    /// and `margin_ms` (which holds until the origin has answered once).
     pub margin_ms: u64,
+    pub min_margin_ms: u64,
     /// Before the first frame, the first block's deadline is this far from the
     /// moment playback was asked for (time to first frame budget). Long enough
     /// for busy peers to serve a newcomer's first block: at 1.2 s a third of a
@@ -73,6 +76,7 @@ impl Default for Config {
             urgent_window_ms: 8_000,
             horizon_ms: 60_000,
             margin_ms: 1_000,
+            min_margin_ms: 400,
             startup_budget_ms: 1_800,
             stall_budget_ms: 300,
             origin_spread_ms: 55_000,

@@ -33,6 +33,8 @@ pub(crate) enum ChunkState<C> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct OriginFetch {
     pub asked: Millis,
+    /// How long the fetch was expected to take when asked (ms).
+    pub expected_ms: u64,
     pub bytes: u64,
     pub count: u16,
 }

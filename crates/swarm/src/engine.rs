@@ -127,6 +127,9 @@ pub struct Engine<T: Trust> {
     /// Measured origin rate (bytes/ms) and round trip (ms).
     pub(crate) origin_rate: f64,
     pub(crate) origin_rtt: f64,
+    /// Mean absolute error of the origin's answer times against their
+    /// estimate (ms); none until its first answer.
+    pub(crate) origin_error: Option<f64>,
     pub(crate) actions: VecDeque<Action<T>>,
     pub(crate) stats: Stats,
     pub(crate) reason: TimeoutReason,
@@ -147,6 +150,7 @@ impl<T: Trust> Engine<T> {
         Self {
             origin_rate: config.origin_rate as f64 / 1000.0,
             origin_rtt: config.origin_rtt_ms as f64,
+            origin_error: None,
             config,
             have: Bitfield::new(blocks),
             avail: vec![0; blocks],
@@ -324,6 +328,8 @@ impl<T: Trust> Engine<T> {
             return;
         };
         let took = now.since(fetch.asked) as f64;
+        let error = (took - fetch.expected_ms as f64).abs();
+        self.origin_error = Some(self.origin_error.map_or(error, |e| 0.75 * e + 0.25 * error));
         let transfer = (took - self.origin_rtt).max(1.0);
         self.origin_rate = 0.7 * self.origin_rate + 0.3 * (fetch.bytes as f64 / transfer);
         let range = first..first + fetch.count;

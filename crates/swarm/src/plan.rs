@@ -8,7 +8,10 @@
 //!   queue), if that is before the deadline less `margin_ms`. A chunk already asked
 //!   of a peer that now looks too slow moves to one that makes it (cancelled at
 //!   the first); in the title's last urgent window, and for the block a starting
-//!   or stalled player waits for, it is asked of both (end-game).
+//!   or stalled player waits for, it is asked of both (end-game). A block with
+//!   chunks asked of peers is looked at again when it turns urgent.
+//! - The margin is what the origin, the last resort, needs beyond its estimate:
+//!   four times its recent estimate error, within `min_margin_ms ..= margin_ms`.
 //! - Chunks no peer can deliver in time are fetched from the origin, but only once
 //!   the deadline is so near that the origin itself just makes it; a block that no
 //!   connected peer holds is fetched a seeded random amount earlier
@@ -138,14 +141,26 @@ impl<T: Trust> Engine<T> {
         (window - fire).max(0.0) as u64
     }
 
-    /// The safety margin before a deadline. A starting viewer's whole budget is
-    /// about one margin, so it keeps a quarter: the first blocks can then come
-    /// from peers that are ready rather than from the origin by rule.
-    fn margin(&self) -> u64 {
+    /// The safety margin before a deadline: what keeps an origin fetch, the
+    /// last resort, from arriving late. So it is sized by how far the origin's
+    /// answers have lately strayed from their estimate, four times over (as
+    /// TCP's retransmission timer reads its round-trip variance), between
+    /// `min_margin_ms` and `margin_ms`, and `margin_ms` until the origin has
+    /// answered once. Every millisecond of it is one a peer does not get.
+    /// A starting viewer's whole budget is about one margin, so it keeps a
+    /// quarter: the first blocks can then come from peers that are ready
+    /// rather than from the origin by rule.
+    pub(crate) fn margin(&self) -> u64 {
+        let margin = self.origin_error.map_or(self.config.margin_ms, |error| {
+            ((4.0 * error) as u64).clamp(
+                self.config.min_margin_ms.min(self.config.margin_ms),
+                self.config.margin_ms,
+            )
+        });
         if self.play == PlayState::Starting {
-            self.config.margin_ms / 4
+            margin / 4
         } else {
-            self.config.margin_ms
+            margin
         }
     }
 
@@ -205,8 +220,18 @@ impl<T: Trust> Engine<T> {
                         self.consider_origin(block, deadline, &scratch.chunks, now);
                     }
                 }
-            } else if self.partial[&block].unassigned > 0 {
-                scratch.prefetch.push((avail, deadline, block));
+            } else {
+                let partial = &self.partial[&block];
+                if partial.unassigned > 0 {
+                    scratch.prefetch.push((avail, deadline, block));
+                }
+                // Chunks asked of peers are looked at again once the block is
+                // urgent: a peer that went quiet must not hold it past its
+                // deadline while no other input wakes us.
+                if partial.missing > partial.unassigned {
+                    let urgent_at = deadline - self.config.urgent_window_ms;
+                    self.plan_wake = self.plan_wake.min(urgent_at);
+                }
             }
         }
         scratch.prefetch.sort_unstable();
@@ -378,7 +403,7 @@ impl<T: Trust> Engine<T> {
         let lead = if self.play == PlayState::Starting {
             self.origin_eta_ms(bytes) + self.margin()
         } else {
-            self.origin_eta_ms(bytes) + self.config.margin_ms + spread
+            self.origin_eta_ms(bytes) + self.margin() + spread
         };
         let mut due = deadline - lead;
         // A newcomer whose peers hold none of its first blocks has nobody to
@@ -450,6 +475,7 @@ impl<T: Trust> Engine<T> {
             (block, first),
             OriginFetch {
                 asked: now,
+                expected_ms: self.origin_eta_ms(fetched),
                 bytes: fetched,
                 count: last - first + 1,
             },

@@ -189,6 +189,44 @@ fn a_peer_too_slow_for_the_deadline_loses_the_block_to_the_origin() {
 }
 
 #[test]
+fn the_margin_kept_for_the_origin_follows_how_closely_it_keeps_to_its_estimate() {
+    // How long before each block's deadline its origin fetch was asked, for a
+    // viewer whose only peer is far too slow, while playing.
+    let leads = |jitter_ms: u64| {
+        let mut net = Net::new(title(20, 150_000));
+        net.origin_jitter_ms = jitter_ms;
+        let seed = net.add(Net::config(1));
+        net.seed_all(seed);
+        net.nodes[seed].up_rate = 5.0;
+        let viewer = net.add(Net::config(2));
+        net.connect(seed, viewer);
+        net.run_for(100);
+        net.play(viewer, 0, PlayState::Starting);
+        net.run_for(300);
+        let started = net.now;
+        net.play(viewer, 0, PlayState::Playing);
+        net.run_for(40_000);
+        assert_eq!(net.delivered(viewer), net.all_blocks());
+        let layout = &net.title.layout;
+        net.nodes[viewer]
+            .origin_log
+            .iter()
+            .filter(|(at, block, ..)| *at > started && !layout.info(*block).is_init)
+            .map(|(at, block, ..)| (started + layout.deadline_time(*block)).since(*at))
+            .collect::<Vec<_>>()
+    };
+    // An origin answering as estimated: peers get all but a short margin.
+    let steady = leads(0);
+    assert!(steady.iter().skip(2).all(|&lead| lead < 700), "{steady:?}");
+    // One whose answers stray by a second: the whole margin is kept.
+    let erratic = leads(1_000);
+    assert!(
+        erratic.iter().skip(2).all(|&lead| lead >= 1_000),
+        "{erratic:?}"
+    );
+}
+
+#[test]
 fn a_peer_sending_bad_data_is_banned_and_nothing_it_sent_is_delivered() {
     let mut net = net();
     let cheat = net.add(Net::config(1));
@@ -376,6 +414,27 @@ fn in_the_titles_last_seconds_a_slow_chunk_is_asked_of_two_peers() {
     assert!(net.delivered(viewer).contains(&BlockId(30)));
     let (_, asked_twice) = moved_and_asked_twice(&net, viewer, mute);
     assert!(asked_twice > 0);
+}
+
+#[test]
+fn a_block_asked_of_a_peer_that_went_quiet_moves_once_it_is_urgent() {
+    // The mute peer's requests outlive their time-outs by far (it was asked
+    // while its rate estimate was low), and once the good peer has sent
+    // everything else nothing wakes the viewer: the block falling urgent must.
+    let (net, viewer, _) = mute_and_good_peer(0, 500);
+    let started = Millis(600);
+    for block in 2..=10u32 {
+        let at = net.nodes[viewer]
+            .delivered
+            .iter()
+            .find(|d| d.1 == BlockId(block))
+            .map(|d| d.0);
+        let due = started + 2_000 * u64::from(block - 1);
+        assert!(
+            at.is_some_and(|at| at <= due),
+            "block {block} due at {due:?}, delivered at {at:?}"
+        );
+    }
 }
 
 /// A viewer starting at `position_ms` of a 30-block title for `starting_ms`,

@@ -164,6 +164,9 @@ pub struct Net {
     seq: u64,
     pub latency_ms: u64,
     pub origin_delay_ms: u64,
+    /// Added to every other origin answer: an origin whose answer times vary.
+    pub origin_jitter_ms: u64,
+    pub origin_fetches: u64,
     pub origin_bytes: u64,
     pub trace: Vec<String>,
 }
@@ -179,6 +182,8 @@ impl Net {
             seq: 0,
             latency_ms: 20,
             origin_delay_ms: 60,
+            origin_jitter_ms: 0,
+            origin_fetches: 0,
             origin_bytes: 0,
             trace: Vec::new(),
         }
@@ -374,7 +379,9 @@ impl Net {
                     "{} origin {node} {:?} {first}+{count}",
                     now.0, block
                 ));
-                let at = now + self.origin_delay_ms;
+                self.origin_fetches += 1;
+                let jitter = self.origin_jitter_ms * (self.origin_fetches % 2);
+                let at = now + self.origin_delay_ms + jitter;
                 self.push(
                     at,
                     Event::Origin {
