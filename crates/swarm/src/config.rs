@@ -46,7 +46,10 @@ pub struct Config {
     /// under the cap. Where the host's link is itself the cap (the simulator),
     /// a burst would only queue chunks in the link ahead of needier ones.
     pub upload_burst_ms: u64,
-    /// Peers served at once.
+    /// Peers served at once. Fewer, each served faster, finish and relay
+    /// blocks sooner: 8 against 12 took a premiere's origin bytes 17–22 %
+    /// lower over four seeds (6 did better still, but with half again as
+    /// many messages, refusals and re-requests).
     pub upload_slots: usize,
     /// A served peer that asks nothing for this long gives its slot back.
     pub slot_idle_ms: u64,
@@ -87,7 +90,7 @@ impl Default for Config {
             upload_cap: 1_000_000,
             per_peer_upload_cap: 400_000,
             upload_burst_ms: 0,
-            upload_slots: 12,
+            upload_slots: 8,
             slot_idle_ms: 3_000,
             max_queue_per_peer: 96,
             min_request_timeout_ms: 1_500,
