@@ -12,8 +12,6 @@
 //! viewer's downlink. Engines pace their own uploads to the viewer's upload
 //! capacity (their upload cap), as a browser's data channel flow control does.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use telly_proto::manifest::{BlockEntry, MANIFEST_VERSION, Manifest, Track, TrackKind};
@@ -28,7 +26,10 @@ use crate::node::SimNode;
 use crate::scenario::{Arrival, Scenario};
 
 mod player;
+mod queue;
 mod tracker;
+
+use queue::Queue;
 
 /// Which logic the viewers run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,47 +228,6 @@ enum Ev {
     /// A Telly viewer's periodic word with the tracker (see `world::tracker`).
     Announce(u32),
     Sample,
-}
-
-/// The event queue: a heap of (time, sequence, slot) over a slab of events, so
-/// that the heap moves 24 bytes whatever an event carries. Equal times pop in
-/// the order they were pushed.
-#[derive(Default)]
-struct Queue {
-    heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
-    slots: Vec<Option<Ev>>,
-    free: Vec<u32>,
-    seq: u64,
-}
-
-impl Queue {
-    fn push(&mut self, at: u64, ev: Ev) {
-        self.seq += 1;
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.slots[slot as usize] = Some(ev);
-                slot
-            }
-            None => {
-                self.slots.push(Some(ev));
-                (self.slots.len() - 1) as u32
-            }
-        };
-        self.heap.push(Reverse((at, self.seq, slot)));
-    }
-
-    fn pop(&mut self) -> Option<(u64, Ev)> {
-        let Reverse((at, _, slot)) = self.heap.pop()?;
-        let ev = self.slots[slot as usize]
-            .take()
-            .expect("a queued slot holds its event");
-        self.free.push(slot);
-        Some((at, ev))
-    }
-
-    fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
 }
 
 /// One run of one strategy over one scenario.
@@ -589,7 +549,7 @@ impl World {
         // tab's zero-delay timer would, not a millisecond late. Once: a timer
         // still due after it ran waits for the next millisecond.
         let mut ran_due_timer = false;
-        loop {
+        let next_timeout = loop {
             loop {
                 let Some(node) = self.viewers[id as usize].node.as_mut() else {
                     return;
@@ -607,9 +567,10 @@ impl World {
                     ran_due_timer = true;
                     node.timeout(Millis(now));
                 }
-                _ => break,
+                // Nothing runs between here and arming the timer.
+                next => break next,
             }
-        }
+        };
         let v = &mut self.viewers[id as usize];
         let Some(node) = v.node.as_mut() else {
             return;
@@ -617,7 +578,7 @@ impl World {
         if self.check_every > 0 && self.events.is_multiple_of(self.check_every) {
             node.check_invariants();
         }
-        if let Some(at) = node.poll_timeout() {
+        if let Some(at) = next_timeout {
             let at = at.0.max(now + 1);
             if at != v.timer_at {
                 v.timer_at = at;
