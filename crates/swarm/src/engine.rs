@@ -118,6 +118,9 @@ pub struct Engine<T: Trust> {
     pub(crate) alone: bool,
     pub(crate) expiries: BinaryHeap<Reverse<(Millis, PeerId, BlockId, u16)>>,
     pub(crate) plan_wake: Millis,
+    /// During a planning pass: the soonest origin fetch not yet due among the
+    /// blocks it has looked at (see `consider_origin`).
+    pub(crate) origin_due_first: Millis,
     pub(crate) upload_wake: Millis,
     pub(crate) slot_wake: Millis,
     pub(crate) dirty_plan: bool,
@@ -135,6 +138,10 @@ pub struct Engine<T: Trust> {
     pub(crate) reason: TimeoutReason,
     pub(crate) plan_scratch: PlanScratch,
 }
+
+/// The shortest origin transfer (answer time less the round trip) that
+/// updates the origin's rate estimate.
+const MIN_ORIGIN_TRANSFER_MS: f64 = 20.0;
 
 impl<T: Trust> Engine<T> {
     /// A new engine for the title laid out in `layout`. `grant` is what this
@@ -171,6 +178,7 @@ impl<T: Trust> Engine<T> {
             waiting_since: Millis::ZERO,
             expiries: BinaryHeap::new(),
             plan_wake: Millis::NEVER,
+            origin_due_first: Millis::NEVER,
             upload_wake: Millis::NEVER,
             slot_wake: Millis::NEVER,
             dirty_plan: true,
@@ -330,8 +338,13 @@ impl<T: Trust> Engine<T> {
         let took = now.since(fetch.asked) as f64;
         let error = (took - fetch.expected_ms as f64).abs();
         self.origin_error = Some(self.origin_error.map_or(error, |e| 0.75 * e + 0.25 * error));
-        let transfer = (took - self.origin_rtt).max(1.0);
-        self.origin_rate = 0.7 * self.origin_rate + 0.3 * (fetch.bytes as f64 / transfer);
+        // An answer hardly longer than the round trip (an init segment) says
+        // nothing of the rate: divided by a millisecond or two it read as
+        // megabytes per millisecond and made the next estimates far too short.
+        let transfer = took - self.origin_rtt;
+        if transfer >= MIN_ORIGIN_TRANSFER_MS {
+            self.origin_rate = 0.7 * self.origin_rate + 0.3 * (fetch.bytes as f64 / transfer);
+        }
         let range = first..first + fetch.count;
         if self.has_block(block) {
             self.partial_release_origin(block, range);

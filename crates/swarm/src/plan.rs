@@ -12,6 +12,9 @@
 //!   chunks asked of peers is looked at again when it turns urgent.
 //! - The margin is what the origin, the last resort, needs beyond its estimate:
 //!   four times its recent estimate error, within `min_margin_ms ..= margin_ms`.
+//! - An origin fetch early by choice (the spread's lead) waits while a block
+//!   due before it will need the origin before its bytes are in: answers share
+//!   the viewer's link.
 //! - Chunks no peer can deliver in time are fetched from the origin, but only once
 //!   the deadline is so near that the origin itself just makes it; a block that no
 //!   connected peer holds is fetched a seeded random amount earlier
@@ -174,6 +177,7 @@ impl<T: Trust> Engine<T> {
 
     pub(crate) fn plan(&mut self, now: Millis) {
         self.plan_wake = Millis::NEVER;
+        self.origin_due_first = Millis::NEVER;
         if !self.config.download {
             return;
         }
@@ -426,6 +430,21 @@ impl<T: Trust> Engine<T> {
         let nobody_has = self.avail[block.0 as usize] == 0;
         if now < due {
             self.plan_wake = self.plan_wake.min(due);
+            self.origin_due_first = self.origin_due_first.min(due);
+            return;
+        }
+        // A fetch early by choice (the spread's lead) waits while a block due
+        // before it will need the origin before its bytes are in: the origin's
+        // answers share the viewer's link, and the early one would make the
+        // other late. This pass looks at blocks in deadline order, so
+        // `origin_due_first` holds exactly those.
+        let eta = self.origin_eta_ms(bytes);
+        let just_in_time = deadline - (eta + self.margin());
+        if self.play == PlayState::Playing
+            && now < just_in_time
+            && self.origin_due_first < now + eta
+        {
+            self.plan_wake = self.plan_wake.min(self.origin_due_first);
             return;
         }
         let partial = self

@@ -227,6 +227,41 @@ fn the_margin_kept_for_the_origin_follows_how_closely_it_keeps_to_its_estimate()
 }
 
 #[test]
+fn an_early_origin_fetch_waits_for_a_block_due_before_it() {
+    // Viewers whose one peer holds nothing take every block from the origin,
+    // each at its seeded spread lead, over a link that carries a block in
+    // 0.75 s, one answer after another. A block fetched early by choice must
+    // not go out just ahead of one due before it and make that one late.
+    let mut late = Vec::new();
+    for seed in 0..12 {
+        let mut net = Net::new(title(40, 150_000));
+        net.origin_link_rate = 200.0;
+        let empty = net.add(Net::config(100 + seed));
+        // It knows its link: the estimate is right from the first fetch.
+        let viewer = net.add(Config {
+            origin_rate: 200_000,
+            ..Net::config(seed)
+        });
+        net.connect(empty, viewer);
+        net.run_for(100);
+        net.play(viewer, 0, PlayState::Starting);
+        net.run_for(3_000);
+        let started = net.now;
+        net.play(viewer, 0, PlayState::Playing);
+        net.run_for(85_000);
+        assert_eq!(net.delivered(viewer), net.all_blocks());
+        let layout = &net.title.layout;
+        for &(at, block) in &net.nodes[viewer].delivered {
+            let due = started + layout.deadline_time(block);
+            if at > due && !layout.info(block).is_init {
+                late.push((seed, block, at.since(due)));
+            }
+        }
+    }
+    assert!(late.is_empty(), "late (seed, block, ms): {late:?}");
+}
+
+#[test]
 fn a_peer_sending_bad_data_is_banned_and_nothing_it_sent_is_delivered() {
     let mut net = net();
     let cheat = net.add(Net::config(1));

@@ -141,6 +141,7 @@ pub struct Node {
     /// the browser does with WebCrypto (`telly_swarm::Fetched`).
     pub host_leaves: bool,
     pub up_free: Millis,
+    pub origin_free: Millis,
     /// Bytes per ms this node's uplink serializes.
     pub up_rate: f64,
     pub origin_log: Vec<(Millis, BlockId, u16, u16)>,
@@ -167,6 +168,9 @@ pub struct Net {
     /// Added to every other origin answer: an origin whose answer times vary.
     pub origin_jitter_ms: u64,
     pub origin_fetches: u64,
+    /// The viewers' links from the origin in bytes per ms (0: unlimited):
+    /// answers to one viewer come in one after another, as in the simulator.
+    pub origin_link_rate: f64,
     pub origin_bytes: u64,
     pub trace: Vec<String>,
 }
@@ -184,6 +188,7 @@ impl Net {
             origin_delay_ms: 60,
             origin_jitter_ms: 0,
             origin_fetches: 0,
+            origin_link_rate: 0.0,
             origin_bytes: 0,
             trace: Vec::new(),
         }
@@ -225,6 +230,7 @@ impl Net {
             mute: false,
             host_leaves: false,
             up_free: Millis(0),
+            origin_free: Millis(0),
             up_rate: 4_000.0,
             origin_log: Vec::new(),
             sent: Vec::new(),
@@ -381,7 +387,17 @@ impl Net {
                 ));
                 self.origin_fetches += 1;
                 let jitter = self.origin_jitter_ms * (self.origin_fetches % 2);
-                let at = now + self.origin_delay_ms + jitter;
+                let mut at = now + self.origin_delay_ms + jitter;
+                if self.origin_link_rate > 0.0 {
+                    let size = self.title.layout.info(block).entry.size;
+                    let bytes: u64 = (first..first + count)
+                        .map(|i| wire::chunk_len(size, usize::from(i)) as u64)
+                        .sum();
+                    let n = &mut self.nodes[node];
+                    let transfer = (bytes as f64 / self.origin_link_rate) as u64;
+                    n.origin_free = n.origin_free.max(at) + transfer;
+                    at = n.origin_free;
+                }
                 self.push(
                     at,
                     Event::Origin {
