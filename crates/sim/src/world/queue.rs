@@ -8,6 +8,9 @@ use super::Ev;
 /// Milliseconds the event queue's wheel spans.
 const WHEEL_MS: u64 = 1 << 16;
 
+/// Events' room a drained bucket keeps for its next turn.
+const BUCKET_KEEP: usize = 8;
+
 /// The event queue: a timing wheel of one-millisecond buckets over the next
 /// `WHEEL_MS`, each first in first out, and a heap of (time, sequence, slot)
 /// over a slab for events further out (arrivals, departures), moved into the
@@ -76,6 +79,12 @@ impl Queue {
             let bucket = &mut self.wheel[(self.cursor % WHEEL_MS) as usize];
             if let Some(ev) = bucket.pop_front() {
                 self.in_wheel -= 1;
+                // A drained bucket gives back a burst's room: kept in each of
+                // 65,536 buckets, that had grown a 10,000-viewer run from
+                // 138 MB to 823 MB.
+                if bucket.is_empty() && bucket.capacity() > BUCKET_KEEP {
+                    *bucket = VecDeque::new();
+                }
                 return Some((self.cursor, ev));
             }
             self.cursor += 1;
