@@ -200,11 +200,7 @@ fn the_margin_kept_for_the_origin_follows_how_closely_it_keeps_to_its_estimate()
         net.nodes[seed].up_rate = 5.0;
         let viewer = net.add(Net::config(2));
         net.connect(seed, viewer);
-        net.run_for(100);
-        net.play(viewer, 0, PlayState::Starting);
-        net.run_for(300);
-        let started = net.now;
-        net.play(viewer, 0, PlayState::Playing);
+        let started = net.start_then_play(viewer, 0, 300);
         net.run_for(40_000);
         assert_eq!(net.delivered(viewer), net.all_blocks());
         let layout = &net.title.layout;
@@ -243,11 +239,7 @@ fn an_early_origin_fetch_waits_for_a_block_due_before_it() {
             ..Net::config(seed)
         });
         net.connect(empty, viewer);
-        net.run_for(100);
-        net.play(viewer, 0, PlayState::Starting);
-        net.run_for(3_000);
-        let started = net.now;
-        net.play(viewer, 0, PlayState::Playing);
+        let started = net.start_then_play(viewer, 0, 3_000);
         net.run_for(85_000);
         assert_eq!(net.delivered(viewer), net.all_blocks());
         let layout = &net.title.layout;
@@ -482,10 +474,7 @@ fn mute_and_good_peer(position_ms: u64, starting_ms: u64) -> (Net, usize, usize)
     let viewer = net.add(Net::config(3));
     net.connect(mute, viewer);
     net.connect(good, viewer);
-    net.run_for(100);
-    net.play(viewer, position_ms, PlayState::Starting);
-    net.run_for(starting_ms);
-    net.play(viewer, position_ms, PlayState::Playing);
+    net.start_then_play(viewer, position_ms, starting_ms);
     net.run_for(15_000);
     (net, viewer, mute)
 }

@@ -303,6 +303,16 @@ impl Net {
     }
 
     /// Adds a viewer at `position_ms` in `state`, connected to `peer`.
+    /// `node` starts at `position_ms` (one tenth of a second after now), has
+    /// `starting_ms` to get its first blocks, then plays; returns when it did.
+    pub fn start_then_play(&mut self, node: usize, position_ms: u64, starting_ms: u64) -> Millis {
+        self.run_for(100);
+        self.play(node, position_ms, PlayState::Starting);
+        self.run_for(starting_ms);
+        self.play(node, position_ms, PlayState::Playing);
+        self.now
+    }
+
     pub fn add_viewer(
         &mut self,
         config: Config,
