@@ -5,7 +5,9 @@
 //!   segment; a block's deadline is when the player reaches it.
 //! - Urgent blocks (deadline within `urgent_window_ms`) go in deadline order; each
 //!   chunk goes to the peer expected to deliver it soonest (its measured rate and
-//!   queue), if that is before the deadline less `margin_ms`. A chunk already asked
+//!   queue), if that is before the origin's last chance: the deadline less the
+//!   margin and the origin's own estimate. A peer trusted until later would leave
+//!   the origin too little time when it falls behind. A chunk already asked
 //!   of a peer that now looks too slow moves to one that makes it (cancelled at
 //!   the first); in the title's last urgent window, and for the block a starting
 //!   or stalled player waits for, it is asked of both (end-game). A block with
@@ -38,6 +40,9 @@ use crate::trust::Trust;
 
 /// How often urgent blocks with outstanding chunks are looked at again.
 const URGENT_RECHECK_MS: u64 = 250;
+
+/// The soonest a chunk whose peer is close to its limit is looked at again.
+const MIN_RECHECK_MS: u64 = 20;
 
 /// The most an urgent request may find already asked of a peer. In bytes,
 /// not in chunks of the block asked for: counted in an init segment's one
@@ -175,6 +180,13 @@ impl<T: Trust> Engine<T> {
         (self.origin_rtt + bytes as f64 / self.origin_rate.max(1e-3)) as u64
     }
 
+    /// The last moment `bytes` due at `deadline` can still be asked of the
+    /// origin with its margin: a peer asked for them must be expected by then,
+    /// or a peer that falls behind leaves the origin too little time.
+    pub(crate) fn give_up_at(&self, deadline: Millis, bytes: u64) -> Millis {
+        deadline - (self.margin() + self.origin_eta_ms(bytes))
+    }
+
     pub(crate) fn plan(&mut self, now: Millis) {
         self.plan_wake = Millis::NEVER;
         self.origin_due_first = Millis::NEVER;
@@ -297,7 +309,6 @@ impl<T: Trust> Engine<T> {
         scratch: &mut PlanScratch,
         now: Millis,
     ) {
-        let limit = deadline - self.margin();
         scratch.at_risk.clear();
         let chunk_count = self.partial[&block].chunks.len();
         // Each pass changes only its own chunk's state.
@@ -308,6 +319,7 @@ impl<T: Trust> Engine<T> {
                 _ => continue,
             };
             let len = self.chunk_bytes(block, usize::from(index));
+            let limit = self.give_up_at(deadline, len);
             match asked {
                 None => match self.best_peer(block, len, (deadline, limit), None, now) {
                     Some(peer) => {
@@ -316,12 +328,17 @@ impl<T: Trust> Engine<T> {
                     None => scratch.at_risk.push(index),
                 },
                 Some((first, second)) => {
-                    let on_time = [Some(first), second].into_iter().flatten().any(|id| {
-                        self.peers
-                            .get(&id)
-                            .is_some_and(|p| p.eta_before(now, 0, deadline) <= limit)
-                    });
-                    if on_time {
+                    let soonest = [Some(first), second]
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|id| self.peers.get(&id))
+                        .map(|p| p.eta_before(now, 0, deadline))
+                        .min();
+                    if let Some(eta) = soonest.filter(|&eta| eta <= limit) {
+                        // Waiting makes the estimate slip at least as fast as
+                        // the clock: look again before it can cross the limit.
+                        let slack = limit.since(eta).max(MIN_RECHECK_MS);
+                        self.plan_wake = self.plan_wake.min(now + slack);
                         continue;
                     }
                     // Too slow where it was asked: moved to a peer that makes
@@ -403,13 +420,7 @@ impl<T: Trust> Engine<T> {
         } else {
             0
         };
-        // A viewer still starting spends its startup budget on peers first.
-        let lead = if self.play == PlayState::Starting {
-            self.origin_eta_ms(bytes) + self.margin()
-        } else {
-            self.origin_eta_ms(bytes) + self.margin() + spread
-        };
-        let mut due = deadline - lead;
+        let mut due = self.give_up_at(deadline, bytes) - spread;
         // A newcomer whose peers hold none of its first blocks has nobody to
         // wait for once their have-maps had time to arrive, and one the
         // tracker found alone has nobody at all: it starts at once.
@@ -438,11 +449,9 @@ impl<T: Trust> Engine<T> {
         // answers share the viewer's link, and the early one would make the
         // other late. This pass looks at blocks in deadline order, so
         // `origin_due_first` holds exactly those.
-        let eta = self.origin_eta_ms(bytes);
-        let just_in_time = deadline - (eta + self.margin());
         if self.play == PlayState::Playing
-            && now < just_in_time
-            && self.origin_due_first < now + eta
+            && now < self.give_up_at(deadline, bytes)
+            && self.origin_due_first < now + self.origin_eta_ms(bytes)
         {
             self.plan_wake = self.plan_wake.min(self.origin_due_first);
             return;
@@ -658,10 +667,8 @@ impl<T: Trust> Engine<T> {
             // by then rejects it rather than spend its upload on a copy we
             // would throw away.
             let chunk = self.chunk_bytes(block, usize::from(first));
-            let give_up = deadline
-                .0
-                .saturating_sub(self.margin() + self.origin_eta_ms(chunk));
-            let deadline_ms = give_up.saturating_sub(now.0).min(u64::from(u32::MAX)) as u32;
+            let give_up = self.give_up_at(deadline, chunk);
+            let deadline_ms = give_up.since(now).min(u64::from(u32::MAX)) as u32;
             self.send(
                 peer,
                 PeerMessage::Request {
