@@ -113,6 +113,9 @@ pub struct Engine<T: Trust> {
     pub(crate) position_ms: u64,
     pub(crate) position_at: Millis,
     pub(crate) waiting_since: Millis,
+    /// When the viewer last started or jumped: blocks already in its horizon
+    /// then have only the time since to spread their origin fetches over.
+    pub(crate) watching_since: Millis,
     /// The tracker offered no peers and none has connected: no have-map is on
     /// its way, so a starting viewer has nobody to look around for.
     pub(crate) alone: bool,
@@ -176,6 +179,7 @@ impl<T: Trust> Engine<T> {
             position_ms: 0,
             position_at: Millis::ZERO,
             waiting_since: Millis::ZERO,
+            watching_since: Millis::ZERO,
             expiries: BinaryHeap::new(),
             plan_wake: Millis::NEVER,
             origin_due_first: Millis::NEVER,
@@ -226,6 +230,9 @@ impl<T: Trust> Engine<T> {
         let seek = position_ms.abs_diff(expected) > 3_000;
         if state != self.play && matches!(state, PlayState::Starting | PlayState::Stalled) {
             self.waiting_since = now;
+        }
+        if seek || (state != self.play && state == PlayState::Starting) {
+            self.watching_since = now;
         }
         self.play = state;
         self.position_ms = position_ms;

@@ -130,22 +130,36 @@ impl<T: Trust> Engine<T> {
     }
 
     /// Seeded, per-block lead of origin fetches for blocks nobody near holds: how
-    /// much earlier than needed this viewer fetches such a block.
+    /// much earlier than needed this viewer fetches such a block, within
+    /// `room`, the time it has had the block in view.
     ///
     /// The lead is drawn so that few viewers fire early and most late (a
     /// truncated exponential, as in SRM's NACK suppression): among N viewers at
     /// the same point the earliest fires alone, and the number that fire before
     /// its relay reaches them stays near one whatever N is. A uniform lead made
     /// it grow with N (the density of fetchers at the front of the window).
-    fn spread(&self, block: BlockId) -> u64 {
+    ///
+    /// A block that was already in the horizon when the viewer started (or
+    /// jumped) has less than the spread window before it is due. Cutting the
+    /// lead at that room made every viewer whose draw exceeded it fire at once
+    /// (a quarter of them for a block 6 s ahead); scaling the window down to the
+    /// room squeezed the others' firing times closer together than a relay
+    /// takes to reach them (premiere +5 to +21 %). So the draw is taken within
+    /// the room, with the density keeping its shape and scale.
+    fn spread(&self, block: BlockId, room: u64) -> u64 {
         let mut x = self.config.seed ^ u64::from(block.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         x ^= x >> 31;
         let uniform = (x >> 11) as f64 / (1u64 << 53) as f64;
         let window = self.config.origin_spread_ms as f64;
+        let growth = SPREAD_LAMBDA.exp_m1();
+        // Share of the draws that fall before the room opens: left out.
+        let opens = (window - room as f64).max(0.0);
+        let before = (SPREAD_LAMBDA * opens / window).exp_m1() / growth;
+        let uniform = before + uniform * (1.0 - before);
         // Firing time from the window's start, with density rising as e^(λt/T).
-        let fire = window / SPREAD_LAMBDA * (1.0 + uniform * SPREAD_LAMBDA.exp_m1()).ln();
+        let fire = window / SPREAD_LAMBDA * (1.0 + uniform * growth).ln();
         (window - fire).max(0.0) as u64
     }
 
@@ -395,6 +409,22 @@ impl<T: Trust> Engine<T> {
         deadline <= self.waiting_since + budget
     }
 
+    /// The deadline a request tells the uploader. A starting viewer plans
+    /// the blocks after its first as if its first frame came at the end of
+    /// the startup budget, the latest it may; but it comes as soon as the first
+    /// block is in, and those blocks are then due that much sooner. Told the
+    /// lenient deadline, uploaders put a newcomer's second and third blocks
+    /// behind other work, and when its first frame came the newcomer found
+    /// them late and took them from the origin. So they are told the soonest
+    /// the deadline can be: as if the frame were now.
+    fn told_deadline(&self, deadline: Millis, now: Millis) -> Millis {
+        if self.play != PlayState::Starting || self.waits_for(deadline) {
+            return deadline;
+        }
+        let first_frame_latest = self.waiting_since + self.config.startup_budget_ms;
+        deadline - first_frame_latest.since(now)
+    }
+
     /// Bytes of the chunks of `block` that nobody is fetching.
     fn unassigned_bytes(&self, block: BlockId) -> u64 {
         let partial = &self.partial[&block];
@@ -415,12 +445,13 @@ impl<T: Trust> Engine<T> {
         let nobody_has = self.avail[block.0 as usize] == 0;
         // Only a playing viewer spreads: one that is starting or paused has just
         // joined or is in no hurry, and its peers' have-maps may still be on the way.
+        let give_up = self.give_up_at(deadline, bytes);
         let spread = if nobody_has && self.config.peer_to_peer && self.play == PlayState::Playing {
-            self.spread(block)
+            self.spread(block, give_up.since(self.watching_since))
         } else {
             0
         };
-        let mut due = self.give_up_at(deadline, bytes) - spread;
+        let mut due = give_up - spread;
         // A newcomer whose peers hold none of its first blocks has nobody to
         // wait for once their have-maps had time to arrive, and one the
         // tracker found alone has nobody at all: it starts at once.
@@ -667,7 +698,7 @@ impl<T: Trust> Engine<T> {
             // by then rejects it rather than spend its upload on a copy we
             // would throw away.
             let chunk = self.chunk_bytes(block, usize::from(first));
-            let give_up = self.give_up_at(deadline, chunk);
+            let give_up = self.give_up_at(self.told_deadline(deadline, now), chunk);
             let deadline_ms = give_up.since(now).min(u64::from(u32::MAX)) as u32;
             self.send(
                 peer,

@@ -289,6 +289,87 @@ fn a_peer_that_falls_behind_leaves_the_origin_time_to_make_the_deadline() {
 }
 
 #[test]
+fn a_starting_viewer_tells_uploaders_how_soon_its_next_blocks_may_be_due() {
+    // While it starts, a viewer plans as if its first frame came at the end of
+    // the startup budget (1.8 s), the latest it may; it comes as soon as the
+    // first block is in. Its requests for the blocks after the first tell the
+    // uploader the soonest they can be due (as if the frame were now), or the
+    // uploader puts them behind other work and they come late once it plays.
+    let mut net = net();
+    let seed = net.add(Net::config(1));
+    net.seed_all(seed);
+    let viewer = net.add_viewer(Net::config(2), 0, PlayState::Starting, seed);
+    net.run_for(50);
+    let told = |block: u32| -> Vec<u64> {
+        net.trace
+            .iter()
+            .filter(|line| line.contains(&format!("{viewer}->")))
+            .filter_map(|line| {
+                line.split_once(&format!("request {block}/"))?
+                    .1
+                    .split_once(" by ")
+            })
+            .map(|(_, ms)| ms.parse().expect("a deadline in ms"))
+            .collect()
+    };
+    let (first, second, third) = (told(1), told(2), told(3));
+    assert!(!first.is_empty() && !second.is_empty() && !third.is_empty());
+    // The first block keeps the budget; the next ones are due 2 and 4 s after it.
+    assert!(
+        first.iter().all(|&ms| (1_000..1_800).contains(&ms)),
+        "{first:?}"
+    );
+    assert!(second.iter().all(|&ms| ms < 2_000), "{second:?}");
+    assert!(
+        third.iter().all(|&ms| (2_000..4_000).contains(&ms)),
+        "{third:?}"
+    );
+}
+
+#[test]
+fn viewers_starting_together_spread_the_origin_fetches_of_blocks_already_in_view() {
+    // Eight viewers start the title at the same moment, linked to each other,
+    // and nobody holds anything: past the first blocks, one of them should take
+    // each block from the origin and the others get it from it. The blocks
+    // counted (ids 4 to 12, after the init segment) are due 6 to 22 s after
+    // the start, inside the 55 s spread window: with the lead cut at the time
+    // left, a longer draw fired at once (a quarter of the viewers for the
+    // block due at 6 s), and three viewers fetched the first of them.
+    let mut net = Net::new(title(16, 60_000));
+    let viewers: Vec<usize> = (0..8).map(|seed| net.add(Net::config(seed))).collect();
+    for (i, &a) in viewers.iter().enumerate() {
+        for &b in &viewers[i + 1..] {
+            net.connect(a, b);
+        }
+    }
+    net.run_for(100);
+    for &v in &viewers {
+        net.play(v, 0, PlayState::Starting);
+    }
+    net.run_for(1_500);
+    for &v in &viewers {
+        net.play(v, 0, PlayState::Playing);
+    }
+    net.run_for(34_000);
+    let mut fetchers = vec![0usize; 13];
+    for &v in &viewers {
+        assert_eq!(net.delivered(v), net.all_blocks());
+        let mut blocks: Vec<BlockId> = net.nodes[v].origin_log.iter().map(|f| f.1).collect();
+        blocks.dedup();
+        for block in blocks {
+            if let Some(count) = fetchers.get_mut(block.0 as usize).filter(|_| block.0 >= 4) {
+                *count += 1;
+            }
+        }
+    }
+    let duplicates: usize = fetchers.iter().map(|&n| n.saturating_sub(1)).sum();
+    assert!(
+        duplicates <= 1,
+        "viewers fetching each block from the origin: {fetchers:?}"
+    );
+}
+
+#[test]
 fn a_peer_sending_bad_data_is_banned_and_nothing_it_sent_is_delivered() {
     let mut net = net();
     let cheat = net.add(Net::config(1));
