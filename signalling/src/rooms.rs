@@ -129,7 +129,8 @@ fn answer(envelope: Envelope, strike: bool) -> Routed {
 
 /// Relayed payloads, checked against their limits before they travel.
 enum Signal {
-    Offer(String),
+    /// An offer, and whether its dialler is stranded.
+    Offer(String, bool),
     Answer(String),
     Candidate(IceCandidate),
 }
@@ -137,7 +138,7 @@ enum Signal {
 impl Signal {
     fn check(&self) -> Result<(), String> {
         match self {
-            Signal::Offer(sdp) | Signal::Answer(sdp) if sdp.len() > MAX_SDP_BYTES => {
+            Signal::Offer(sdp, _) | Signal::Answer(sdp) if sdp.len() > MAX_SDP_BYTES => {
                 Err(format!("SDP longer than {MAX_SDP_BYTES} bytes"))
             }
             Signal::Candidate(c)
@@ -156,10 +157,11 @@ impl Signal {
 
     fn into_message(self, swarm_id: Sha256Hash, from: PeerId) -> ServerMessage {
         match self {
-            Signal::Offer(sdp) => ServerMessage::Offer {
+            Signal::Offer(sdp, stranded) => ServerMessage::Offer {
                 swarm_id,
                 from,
                 sdp,
+                stranded,
             },
             Signal::Answer(sdp) => ServerMessage::Answer {
                 swarm_id,
@@ -247,9 +249,12 @@ impl Rooms {
             ClientMessage::FindPeers { swarm_id, exclude } => {
                 self.find_peers(from, swarm_id, exclude, now_unix)
             }
-            ClientMessage::Offer { swarm_id, to, sdp } => {
-                self.relay(from, swarm_id, to, Signal::Offer(sdp), now_unix)
-            }
+            ClientMessage::Offer {
+                swarm_id,
+                to,
+                sdp,
+                stranded,
+            } => self.relay(from, swarm_id, to, Signal::Offer(sdp, stranded), now_unix),
             ClientMessage::Answer { swarm_id, to, sdp } => {
                 self.relay(from, swarm_id, to, Signal::Answer(sdp), now_unix)
             }

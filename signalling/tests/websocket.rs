@@ -97,6 +97,7 @@ async fn offers_answers_and_candidates_are_relayed_between_members() {
             swarm_id: film,
             to: peer(1),
             sdp: "v=0 offer".into(),
+            stranded: true,
         },
     )
     .await;
@@ -105,7 +106,8 @@ async fn offers_answers_and_candidates_are_relayed_between_members() {
         ServerMessage::Offer {
             swarm_id: film,
             from: peer(2),
-            sdp: "v=0 offer".into()
+            sdp: "v=0 offer".into(),
+            stranded: true,
         }
     );
     send(
@@ -261,6 +263,7 @@ async fn oversized_messages_are_refused_and_huge_frames_close_the_socket() {
         swarm_id: film,
         to: peer(2),
         sdp: "a".repeat(limits.max_message_bytes + 1),
+        stranded: false,
     };
     send(&mut ws, &too_large).await;
     expect_error(&mut ws, ErrorCode::TooLarge).await;

@@ -208,6 +208,11 @@ pub enum ClientMessage {
         swarm_id: Sha256Hash,
         to: PeerId,
         sdp: String,
+        /// The dialler has no source for anything it lacks ahead (every peer
+        /// it has is behind it): a peer with every place taken may let an
+        /// idle one go to take it.
+        #[serde(default)]
+        stranded: bool,
     },
     Answer {
         swarm_id: Sha256Hash,
@@ -337,6 +342,9 @@ pub enum ServerMessage {
         swarm_id: Sha256Hash,
         from: PeerId,
         sdp: String,
+        /// As the dialler said (see [`ClientMessage::Offer`]).
+        #[serde(default)]
+        stranded: bool,
     },
     Answer {
         swarm_id: Sha256Hash,

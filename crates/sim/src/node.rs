@@ -36,6 +36,20 @@ pub trait SimNode {
     fn peers_to_find(&mut self, links: usize, limits: PeerLimits, _now: Millis) -> usize {
         limits.target.saturating_sub(links)
     }
+    /// Whether a full node could let a peer go for a new one (see
+    /// `Engine::has_idle_peer`).
+    fn has_idle_peer(&self, _now: Millis) -> bool {
+        false
+    }
+    /// Whether it would tell those it dials it is stranded (see
+    /// `Engine::stranded`).
+    fn stranded(&self, _now: Millis) -> bool {
+        false
+    }
+    /// Lets an idle peer go for a new one (see `Engine::make_room`).
+    fn make_room(&mut self, _now: Millis) -> bool {
+        false
+    }
 }
 
 impl SimNode for Engine<Modelled> {
@@ -83,5 +97,14 @@ impl SimNode for Engine<Modelled> {
     }
     fn peers_to_find(&mut self, links: usize, limits: PeerLimits, now: Millis) -> usize {
         Engine::peers_to_find(self, links, limits, now)
+    }
+    fn has_idle_peer(&self, now: Millis) -> bool {
+        Engine::has_idle_peer(self, now)
+    }
+    fn stranded(&self, now: Millis) -> bool {
+        Engine::stranded(self, now)
+    }
+    fn make_room(&mut self, now: Millis) -> bool {
+        Engine::make_room(self, now)
     }
 }

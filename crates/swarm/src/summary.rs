@@ -5,7 +5,7 @@
 use telly_proto::signal::{HaveSummary, MAX_HAVE_SPANS, Span};
 use telly_proto::wire::{BlockId, GoodbyeReason};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, PlayState};
 use crate::peer::{Peer, PeerId, Phase};
 use crate::time::Millis;
 use crate::trust::Trust;
@@ -25,6 +25,13 @@ const UNCOVERED_WINDOW_MS: u64 = 20_000;
 
 /// Peers asked for at a time for such a block.
 const WIDEN_BY: usize = 2;
+
+/// How long a peer must have asked nothing of us before it may be let go for
+/// another ([`Engine::make_room`]). Counting fresh links as idle, each new
+/// link pushed out one made a moment before, whose viewer then asked for
+/// another: on demand, 1,000 viewers, the origin sent 19 times the title
+/// instead of 6.6.
+const IDLE_MS: u64 = 10_000;
 
 impl<T: Trust> Engine<T> {
     /// The held spans of title time, at most [`MAX_HAVE_SPANS`] (the longest,
@@ -121,6 +128,46 @@ impl<T: Trust> Engine<T> {
         self.shed_followers_of(count, &lacking, now)
     }
 
+    /// Whether we play with no source for anything we lack ahead: every peer
+    /// we have is behind us, as for a viewer that jumped past everyone else.
+    /// A host says so when it dials, and a peer with every place taken then
+    /// lets an idle peer go to take us ([`Engine::make_room`]).
+    pub fn stranded(&self, now: Millis) -> bool {
+        self.play == PlayState::Playing && self.sources(now) == Some(0)
+    }
+
+    /// Whether a peer we neither serve nor fetch from is connected: the kind
+    /// [`Engine::make_room`] lets go. Cheap, for a tracker's first look.
+    pub fn has_idle_peer(&self, now: Millis) -> bool {
+        self.peers.values().any(|p| is_idle(p, now))
+    }
+
+    /// Lets one peer go to take a new one with every place taken: the least
+    /// served of those idle (no slot, nothing queued or in flight, nothing
+    /// asked of us for `IDLE_MS`) that hold nothing we lack ahead, with a
+    /// `TooManyPeers` goodbye. Returns whether one went.
+    ///
+    /// A peer the tracker sends our way asked for us because we hold what
+    /// it lacks. Viewers that jumped ahead of everyone else are each the
+    /// only source of the next minute for the others near them; full of
+    /// followers they had stopped serving, each refused the others, and
+    /// each took the rest of the title from the origin (on demand, 1,000
+    /// viewers: three such viewers 21 % of the origin's bytes).
+    pub fn make_room(&mut self, now: Millis) -> bool {
+        let lacking = self.lacking_ahead(now);
+        let idlest = self
+            .peers
+            .iter()
+            .filter(|(_, p)| is_idle(p, now) && !is_source(p, &lacking))
+            .map(|(id, p)| (p.recent_up_by(now) as u64, *id))
+            .min();
+        let Some((_, id)) = idlest else {
+            return false;
+        };
+        self.drop_peer(id, GoodbyeReason::TooManyPeers);
+        true
+    }
+
     fn shed_followers_of(&mut self, count: usize, lacking: &[usize], now: Millis) -> usize {
         if count == 0 || lacking.is_empty() {
             return 0;
@@ -180,6 +227,17 @@ impl<T: Trust> Engine<T> {
             .map(|b| b.0 as usize)
             .collect()
     }
+}
+
+/// Neither served nor asked: no slot or wait for one, nothing queued or in flight, and
+/// nothing asked of us for `IDLE_MS` (a new link counts from its start).
+fn is_idle(peer: &Peer, now: Millis) -> bool {
+    peer.phase == Phase::Ready
+        && !peer.unchoked
+        && peer.refused.is_none()
+        && peer.queue.is_empty()
+        && peer.inflight.is_empty()
+        && now.since(peer.last_request) >= IDLE_MS
 }
 
 fn is_source(peer: &Peer, lacking: &[usize]) -> bool {

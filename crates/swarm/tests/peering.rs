@@ -55,6 +55,54 @@ fn a_viewer_short_of_sources_lets_followers_go_idle_ones_first_and_never_a_sourc
 }
 
 #[test]
+fn a_full_viewer_makes_room_for_one_more_by_letting_an_idle_peer_go_never_one_it_serves_or_needs() {
+    let mut net = net();
+    let viewer = net.add(Net::config(1));
+    let source = net.add(Net::config(2));
+    let idle = net.add(Config {
+        download: false,
+        ..Net::config(3)
+    });
+    let served = net.add(Net::config(4));
+    lacks_what_a_mute_source_holds(&mut net, viewer, source);
+    for other in [idle, served] {
+        net.connect(viewer, other);
+    }
+    net.run_for(100);
+    net.play(viewer, 0, PlayState::Playing);
+    net.run_for(1_000);
+    // A new link is not idle: its peer may not have asked yet.
+    let now = net.now;
+    assert!(!net.nodes[viewer].engine.has_idle_peer(now));
+    assert!(!net.nodes[viewer].engine.make_room(now));
+    net.run_until(telly_swarm::Millis(5_000));
+    net.play(served, 0, PlayState::Starting);
+    net.run_until(telly_swarm::Millis(10_500));
+    let now = net.now;
+    let engine = &mut net.nodes[viewer].engine;
+    assert!(engine.has_idle_peer(now));
+    assert!(engine.make_room(now));
+    net.pump(viewer);
+    assert_eq!(
+        net.nodes[viewer].disconnects,
+        vec![(idle, GoodbyeReason::TooManyPeers)]
+    );
+    // Left: a peer that asked of it lately, and its source.
+    let engine = &mut net.nodes[viewer].engine;
+    assert!(!engine.has_idle_peer(now));
+    assert!(!engine.make_room(now));
+    net.pump(viewer);
+    assert_eq!(net.nodes[viewer].disconnects.len(), 1);
+
+    // Without its source nobody it has holds what it lacks: it is stranded,
+    // and says so when it dials.
+    assert!(!net.nodes[viewer].engine.stranded(now));
+    net.disconnect(viewer, source);
+    let now = net.now;
+    assert!(net.nodes[viewer].engine.stranded(now));
+}
+
+#[test]
 fn a_full_viewer_short_of_sources_makes_room_and_asks_for_them_one_that_lacks_nothing_sheds_none() {
     let limits = PeerLimits { target: 2, max: 3 };
     let mut net = net();

@@ -143,6 +143,7 @@ async fn welcome_join_relay_and_a_closed_socket_is_announced() {
         swarm_id: swarm(),
         to: peer(1),
         sdp: "v=0 offer".into(),
+        stranded: false,
     })
     .await;
     assert_eq!(
@@ -150,7 +151,8 @@ async fn welcome_join_relay_and_a_closed_socket_is_announced() {
         ServerMessage::Offer {
             swarm_id: swarm(),
             from: peer(2),
-            sdp: "v=0 offer".into()
+            sdp: "v=0 offer".into(),
+            stranded: false,
         }
     );
     drop(a.to_server);
@@ -182,6 +184,7 @@ async fn a_silent_socket_is_dropped_after_the_idle_timeout() {
             swarm_id: swarm(),
             to: peer(1),
             sdp: "v=0".into(),
+            stranded: false,
         })
         .await;
     let started = Instant::now();

@@ -120,6 +120,7 @@ fn offer(swarm_id: Sha256Hash, to: &PeerId) -> ClientMessage {
         swarm_id,
         to: to.clone(),
         sdp: "v=0".into(),
+        stranded: false,
     }
 }
 
@@ -270,7 +271,8 @@ fn offers_answers_and_candidates_reach_the_named_peer_with_the_sender_named() {
             message: ServerMessage::Offer {
                 swarm_id: s,
                 from: peer(1),
-                sdp: "v=0".into()
+                sdp: "v=0".into(),
+                stranded: false,
             }
         }]
     );

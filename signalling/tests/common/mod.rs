@@ -197,6 +197,7 @@ pub fn offer(swarm_id: Sha256Hash, n: u32) -> ClientMessage {
         swarm_id,
         to: peer(n),
         sdp: "v=0".into(),
+        stranded: false,
     }
 }
 

@@ -6,7 +6,10 @@
 //! as a tab announces it), with the tracker's share of each answer random. It looks at a
 //! random sample of the viewers present, not all of them: reading every
 //! viewer's holdings at each join would cost a 10,000-viewer run more than its
-//! viewers do, and a tracker at scale samples too. The baselines keep the
+//! viewers do, and a tracker at scale samples too. A viewer with every place
+//! taken takes one more only from a stranded viewer (nobody ahead of it,
+//! `Engine::stranded`), by letting an idle peer go (`Engine::make_room`), as
+//! a full tab does when a stranded tab's offer comes. The baselines keep the
 //! simple tracker they were measured with: half the peers among recent arrivals
 //! (near the joiner's playhead), half from everyone present.
 
@@ -52,6 +55,7 @@ impl World {
             return;
         };
         let room = node.peers_to_find(links, limits, Millis(self.now));
+        let stranded = node.stranded(Millis(self.now));
         // Followers it let go leave now, as a tab closes their channels.
         self.drain(id);
         if room == 0 {
@@ -66,14 +70,24 @@ impl World {
         };
         sample.sort_unstable();
         sample.dedup();
-        sample.retain(|&other| self.may_link(id, other) && self.takes_a_follower(other));
+        sample.retain(|&other| {
+            self.may_link(id, other)
+                && (self.has_place(other) && self.takes_a_follower(other)
+                    || stranded && self.may_make_room(other))
+        });
+        let tab = TrackerConfig::default();
+        let me = self.have_summary(id);
         let mut candidates: Vec<(SignalPeer, HaveSummary)> = Vec::with_capacity(sample.len());
         for &other in &sample {
-            candidates.push((signal_peer(other), self.have_summary(other)));
+            let summary = self.have_summary(other);
+            // A full viewer lets a peer go only for one it is a source to.
+            let full = !(self.has_place(other) && self.takes_a_follower(other));
+            if full && tracker::usefulness(&summary, &me, tab.lookahead_ms) == 0 {
+                continue;
+            }
+            candidates.push((signal_peer(other), summary));
         }
-        let me = self.have_summary(id);
 
-        let tab = TrackerConfig::default();
         let config = TrackerConfig {
             peers_per_answer: room,
             explore_slots: room * tab.explore_slots / tab.peers_per_answer.max(1),
@@ -89,8 +103,35 @@ impl World {
         .filter_map(|p| u32::from_str_radix(p.as_str(), 16).ok())
         .collect();
         for other in chosen {
-            self.link(id, other);
+            if self.makes_room_for(other) {
+                self.link(id, other);
+            }
         }
+    }
+
+    /// Whether a viewer with every place taken could let an idle peer go for
+    /// one more, as a full tab does when an offer comes (`Engine::make_room`).
+    fn may_make_room(&self, other: u32) -> bool {
+        let o = &self.viewers[other as usize];
+        o.node
+            .as_ref()
+            .is_some_and(|node| node.has_idle_peer(Millis(self.now)))
+    }
+
+    /// Lets `other` take one more peer: at once while it has a place,
+    /// else by letting an idle peer go. False when it has none to let go.
+    fn makes_room_for(&mut self, other: u32) -> bool {
+        if self.has_place(other) && self.takes_a_follower(other) {
+            return true;
+        }
+        let now = Millis(self.now);
+        let made = self.viewers[other as usize]
+            .node
+            .as_mut()
+            .is_some_and(|node| node.make_room(now));
+        // The goodbye goes out and the link closes as a tab closes it.
+        self.drain(other);
+        made
     }
 
     fn find_nearby_peers(&mut self, id: u32) {
@@ -109,7 +150,7 @@ impl World {
                 break;
             }
             let other = pool[self.rng.below(pool.len())];
-            if self.may_link(id, other) {
+            if self.may_link(id, other) && self.has_place(other) {
                 self.link(id, other);
             }
         }
@@ -119,10 +160,13 @@ impl World {
         let o = &self.viewers[other as usize];
         other != id
             && o.node.is_some()
-            && o.peers.len() < self.scenario.max_peers
             && !self.viewers[id as usize].peers.contains(&other)
             // Not while a goodbye between them is still on its way.
             && !o.peers.contains(&id)
+    }
+
+    fn has_place(&self, other: u32) -> bool {
+        self.viewers[other as usize].peers.len() < self.scenario.max_peers
     }
 
     /// Whether `other` accepts one more link it did not ask for. As a tab

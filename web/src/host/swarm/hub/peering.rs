@@ -169,7 +169,8 @@ impl Hub {
                 swarm_id,
                 from,
                 sdp,
-            } => self.on_offer(swarm_id, from, sdp, now),
+                stranded,
+            } => self.on_offer(swarm_id, from, sdp, stranded, now),
             ServerMessage::Answer {
                 swarm_id,
                 from,
@@ -243,7 +244,14 @@ impl Hub {
         });
     }
 
-    fn on_offer(&mut self, swarm: Sha256Hash, from: SignalPeer, sdp: String, now: Millis) {
+    fn on_offer(
+        &mut self,
+        swarm: Sha256Hash,
+        from: SignalPeer,
+        sdp: String,
+        stranded: bool,
+        now: Millis,
+    ) {
         let Some(title) = self.titles.get_mut(&swarm) else {
             return;
         };
@@ -255,10 +263,16 @@ impl Hub {
             }
             title.drop_link(&from, now);
         }
-        if title.links.by_peer.len() >= MAX_LINKS
-            || title.links.followers() >= MAX_LINKS - TARGET_PEERS
-        {
-            return;
+        let full = title.links.by_peer.len() >= MAX_LINKS
+            || title.links.followers() >= MAX_LINKS - TARGET_PEERS;
+        // A stranded dialler has nobody ahead of it, and the tracker sent it
+        // to us because we hold what it lacks: with every place taken, a
+        // peer we neither serve nor need goes for it.
+        if full {
+            if !stranded || !title.engine.make_room(now) {
+                return;
+            }
+            title.drain(&self.shared, &self.events, now);
         }
         let link = match title
             .links
@@ -303,10 +317,12 @@ impl Hub {
             }
             // Our offer: the remote description comes with the answer.
             Ok(Some(sdp)) if offer => {
+                let stranded = title.engine.stranded(now);
                 self.signal(&ClientMessage::Offer {
                     swarm_id: swarm,
                     to: peer,
                     sdp,
+                    stranded,
                 });
             }
             // Our answer: the offer (remote) is set.
