@@ -42,11 +42,12 @@ fn figures_json(f: &Figures) -> Value {
 /// One line per strategy for the terminal.
 fn summary(f: &Figures) -> String {
     format!(
-        "{}: origin {:.3}× min, rebuffer {:.4} %, ttff p95 {:.2} s, {} events, wall {:.1} s",
+        "{}: origin {:.3}× min, rebuffer {:.4} %, ttff p95 {:.2} s, seek wait p95 {:.2} s, {} events, wall {:.1} s",
         f.strategy,
         f.origin_over_min,
         f.rebuffer_ratio * 100.0,
         f.ttff_p95_s,
+        f.seek_wait_p95_s,
         f.events,
         f.wall_s
     )
@@ -144,6 +145,8 @@ fn main() -> Result<()> {
         "rebuffer_max_s": t.rebuffer_max_s,
         "ttff_p50_s": t.ttff_p50_s,
         "ttff_p95_s": t.ttff_p95_s,
+        "seek_wait_p50_s": t.seek_wait_p50_s,
+        "seek_wait_p95_s": t.seek_wait_p95_s,
         "wall_s": t.wall_s,
         "peak_rss_mb": outcome.peak_rss_mb,
         // An upper bound: the peak covers Telly and a baseline running side by side.

@@ -28,6 +28,9 @@ pub struct Figures {
     pub viewers_rebuffered: usize,
     pub ttff_p50_s: f64,
     pub ttff_p95_s: f64,
+    /// From a jump to playing again, over the viewers that jumped.
+    pub seek_wait_p50_s: f64,
+    pub seek_wait_p95_s: f64,
     /// Mean share of its upload capacity a viewer used while present.
     pub upload_used_mean: f64,
     pub upload_used_p50: f64,
@@ -75,6 +78,11 @@ impl Figures {
             .filter_map(|r| r.ttff_ms.map(|t| t as f64 / 1000.0))
             .collect();
         ttff.sort_by(f64::total_cmp);
+        let mut seek_wait: Vec<f64> = records
+            .iter()
+            .filter_map(|r| r.seek_wait_ms.map(|t| t as f64 / 1000.0))
+            .collect();
+        seek_wait.sort_by(f64::total_cmp);
         let mut used: Vec<f64> = records
             .iter()
             .filter(|r| r.upload_capacity > 0 && r.left_ms > r.arrived_ms)
@@ -102,6 +110,8 @@ impl Figures {
             viewers_rebuffered: records.iter().filter(|r| r.stalls > 0).count(),
             ttff_p50_s: quantile(&ttff, 0.5),
             ttff_p95_s: quantile(&ttff, 0.95),
+            seek_wait_p50_s: quantile(&seek_wait, 0.5),
+            seek_wait_p95_s: quantile(&seek_wait, 0.95),
             upload_used_mean: used.iter().sum::<f64>() / used.len().max(1) as f64,
             upload_used_p50: quantile(&used, 0.5),
             wall_s,

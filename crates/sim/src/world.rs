@@ -144,6 +144,8 @@ pub struct ViewerRecord {
     pub ttff_ms: Option<u64>,
     pub stalls: u32,
     pub stall_ms: u64,
+    /// From the viewer's jump to playing again (a wait, not a rebuffer).
+    pub seek_wait_ms: Option<u64>,
     pub played_ms: u64,
     pub from_origin: u64,
     pub from_peers: u64,

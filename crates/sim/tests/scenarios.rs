@@ -106,6 +106,26 @@ seek = 0.1
 }
 
 #[test]
+fn a_jump_past_the_prefetch_window_waits_about_a_start_and_is_no_rebuffer() {
+    let s = scenario(
+        r#"
+name = "test-seek"
+viewers = 20
+title_s = 240
+arrival = { kind = "staggered", over_s = 30 }
+upload_x_bitrate = { min = 1.0, max = 2.0 }
+seek = 0.5
+"#,
+    );
+    let telly = run(&s, Strategy::Telly { relay: true });
+    assert!(
+        telly.seek_wait_p50_s > 0.0 && telly.seek_wait_p95_s <= 2.0,
+        "{telly:?}"
+    );
+    assert_eq!(telly.rebuffer_count, 0, "{telly:?}");
+}
+
+#[test]
 fn bad_scenarios_are_refused_with_a_reason() {
     for (text, why) in [
         ("name = 1", "parse"),

@@ -224,8 +224,10 @@ impl<T: Trust> Engine<T> {
     }
 
     /// The player's position and state; a jump in position is a seek, which
-    /// re-plans at once and cancels what is no longer needed.
-    pub fn handle_playhead(&mut self, position_ms: u64, state: PlayState, now: Millis) {
+    /// re-plans at once and cancels what is no longer needed. Returns whether
+    /// it was one: the host then asks the tracker for peers at once, since
+    /// those it has hold what is near where the viewer was.
+    pub fn handle_playhead(&mut self, position_ms: u64, state: PlayState, now: Millis) -> bool {
         let expected = self.position(now);
         let seek = position_ms.abs_diff(expected) > 3_000;
         if state != self.play && matches!(state, PlayState::Starting | PlayState::Stalled) {
@@ -241,6 +243,7 @@ impl<T: Trust> Engine<T> {
             self.drop_outside_window(now);
         }
         self.dirty_plan = true;
+        seek
     }
 
     pub fn handle_peer_connected(&mut self, peer: PeerId, now: Millis) {

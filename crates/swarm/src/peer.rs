@@ -125,14 +125,18 @@ impl Peer {
     /// is queued for deadlines no later (the uploader serves earliest first).
     #[inline]
     pub fn eta_before(&self, now: Millis, bytes: u64, deadline: Millis) -> Millis {
-        let ahead: u64 = self
-            .inflight
+        let queued = (self.ahead_of(deadline) + bytes) as f64 / self.current_rate(now).max(1e-3);
+        now + (self.rtt + queued) as u64
+    }
+
+    /// Bytes asked of them for deadlines no later than `deadline`.
+    #[inline]
+    pub fn ahead_of(&self, deadline: Millis) -> u64 {
+        self.inflight
             .iter()
             .filter(|f| f.deadline <= deadline)
             .map(|f| u64::from(f.len))
-            .sum();
-        let queued = (ahead + bytes) as f64 / self.current_rate(now).max(1e-3);
-        now + (self.rtt + queued) as u64
+            .sum()
     }
 
     /// The rate estimate, capped by how long we have been waiting without a byte:

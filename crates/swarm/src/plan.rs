@@ -25,7 +25,10 @@
 //! - Other blocks in the horizon are prefetched rarest first, each chunk from the
 //!   holder with the most free pipeline.
 //! - A peer's pipeline holds its bandwidth-delay product (at least two chunks);
-//!   urgent requests only by their estimate and `URGENT_PIPELINE_BYTES`.
+//!   urgent requests only by their estimate and `URGENT_PIPELINE_BYTES`, and a
+//!   peer's urgent bytes outstanding by what it has delivered so far plus a
+//!   chunk (`FRESH_PEER_URGENT_BYTES`): a newcomer's first blocks go to all the
+//!   peers that answer, not all to the first.
 
 use std::sync::Arc;
 
@@ -49,6 +52,15 @@ const MIN_RECHECK_MS: u64 = 20;
 /// 2 KB chunk, it kept every peer with two chunks on the way from being
 /// asked for it, and a newcomer took it from the origin.
 const URGENT_PIPELINE_BYTES: u64 = 64 * CHUNK_SIZE as u64;
+
+/// Urgent bytes a peer may have outstanding, for deadlines up to the one at
+/// hand, beyond what it has delivered to us so far: a slow start, as TCP's
+/// window. Taken on trust at the initial rate, the first peer whose have-map
+/// reached a newcomer was asked for its first four blocks at once, and the
+/// rest, answering milliseconds later, for none of them; those blocks came
+/// from that one busy uplink or the origin. On demand a fifth of the origin's
+/// bytes were newcomers' first blocks, each held by all ten of their peers.
+const FRESH_PEER_URGENT_BYTES: u64 = CHUNK_SIZE as u64;
 
 /// Viewers paused by hand keep fetching, but without hurry.
 const PAUSED_SLACK_MS: u64 = 10_000;
@@ -636,6 +648,9 @@ impl<T: Trust> Engine<T> {
             .filter(|(id, _)| Some(**id) != exclude)
             .filter_map(|(id, p)| {
                 if p.inflight_bytes + len > URGENT_PIPELINE_BYTES || !p.may_ask(block, now) {
+                    return None;
+                }
+                if p.ahead_of(deadline) + len > FRESH_PEER_URGENT_BYTES + p.bytes_down {
                     return None;
                 }
                 let eta = p.eta_before(now, len, deadline);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Net, net, title};
+use common::{Net, net, request_or_cancel, title};
 use telly_proto::wire::{BlockId, GoodbyeReason};
 use telly_swarm::{Config, Millis, PlayState};
 
@@ -617,24 +617,6 @@ fn moved_and_asked_twice(net: &Net, viewer: usize, mute: usize) -> (usize, usize
         }
     }
     (moved, asked_twice)
-}
-
-/// `("Request" | "Cancel", block, first, count)` from a logged message.
-fn request_or_cancel(logged: &str) -> Option<(&'static str, u32, u16, u16)> {
-    let kind = ["Request", "Cancel"]
-        .into_iter()
-        .find(|k| logged.starts_with(&format!("{k} {{")))?;
-    let number = |after: &str| -> Option<u64> {
-        let rest = &logged[logged.find(after)? + after.len()..];
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().ok()
-    };
-    Some((
-        kind,
-        number("BlockId(")? as u32,
-        number("first: ")? as u16,
-        number("count: ")? as u16,
-    ))
 }
 
 #[test]

@@ -42,10 +42,12 @@ impl World {
         if v.record.ttff_ms.is_none() {
             v.record.ttff_ms = Some(now - v.record.arrived_ms);
         }
-        if let Some(since) = v.stall_since.take()
-            && !v.seeking
-        {
-            v.record.stall_ms += now - since;
+        if let Some(since) = v.stall_since.take() {
+            if v.seeking {
+                v.record.seek_wait_ms = Some(now - since);
+            } else {
+                v.record.stall_ms += now - since;
+            }
         }
         v.seeking = false;
         v.state = PlayState::Playing;
@@ -135,6 +137,8 @@ impl World {
             node.playhead(to, PlayState::Stalled, Millis(now));
         }
         self.drain(id);
+        // As a tab does: its peers are near where it was, not where it is.
+        self.find_peers(id);
         self.try_play(id);
     }
 

@@ -563,3 +563,21 @@ fn kind(msg: &wire::Message) -> String {
         other => format!("{other:?}").chars().take(40).collect(),
     }
 }
+
+/// `("Request" | "Cancel", block, first, count)` from a logged message.
+pub fn request_or_cancel(logged: &str) -> Option<(&'static str, u32, u16, u16)> {
+    let kind = ["Request", "Cancel"]
+        .into_iter()
+        .find(|k| logged.starts_with(&format!("{k} {{")))?;
+    let number = |after: &str| -> Option<u64> {
+        let rest = &logged[logged.find(after)? + after.len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    Some((
+        kind,
+        number("BlockId(")? as u32,
+        number("first: ")? as u16,
+        number("count: ")? as u16,
+    ))
+}

@@ -239,8 +239,14 @@ impl Hub {
             return;
         }
         self.next_tick = ms + TICK_MS;
+        let mut jumped = false;
         for title in self.titles.values_mut() {
-            title.update_playhead(now);
+            jumped |= title.update_playhead(now);
+        }
+        // The peers a tab has hold what is near where it was: after a seek
+        // it asks for ones near where it is now, not at the next round.
+        if jumped {
+            self.announce(now);
         }
         self.keep_signalling(ms);
         if ms >= self.next_sample {

@@ -111,9 +111,10 @@ impl TitleSwarm {
 
     /// Where the watched video is, as the engine wants to know it. Waiting for
     /// a block while not playing is starting (no frame yet) or a stall.
-    pub fn update_playhead(&mut self, now: Millis) {
+    /// Returns whether the viewer jumped (a seek).
+    pub fn update_playhead(&mut self, now: Millis) -> bool {
         let Some(video) = &self.video else {
-            return;
+            return false;
         };
         let position_ms = (video.current_time().max(0.0) * 1000.0) as u64;
         let playing = !video.paused() && video.ready_state() >= 3;
@@ -130,7 +131,7 @@ impl TitleSwarm {
         } else {
             PlayState::Starting
         };
-        self.engine.handle_playhead(position_ms, state, now);
+        let jumped = self.engine.handle_playhead(position_ms, state, now);
         // The engine fetches nothing behind the playhead: a block the player
         // still waits for there (asked for before a seek) would never come, so
         // say so at once and let the player move on.
@@ -150,6 +151,7 @@ impl TitleSwarm {
                 )));
             }
         }
+        jumped
     }
 
     /// The player wants a block: at once if verified and here, else when the
