@@ -117,16 +117,21 @@ impl Peer {
     /// When `bytes` more, asked now, would arrive.
     #[inline]
     pub fn eta(&self, now: Millis, bytes: u64) -> Millis {
-        let queued = (self.inflight_bytes + bytes) as f64 / self.current_rate(now).max(1e-3);
-        now + (self.rtt + queued) as u64
+        self.eta_of(now, self.inflight_bytes + bytes)
     }
 
     /// When `bytes` more, asked now for `deadline`, would arrive, counting only what
     /// is queued for deadlines no later (the uploader serves earliest first).
     #[inline]
     pub fn eta_before(&self, now: Millis, bytes: u64, deadline: Millis) -> Millis {
-        let queued = (self.ahead_of(deadline) + bytes) as f64 / self.current_rate(now).max(1e-3);
-        now + (self.rtt + queued) as u64
+        self.eta_of(now, self.ahead_of(deadline) + bytes)
+    }
+
+    /// When `queued` bytes, the last of them asked now, would all be in.
+    #[inline]
+    pub fn eta_of(&self, now: Millis, queued: u64) -> Millis {
+        let transfer = queued as f64 / self.current_rate(now).max(1e-3);
+        now + (self.rtt + transfer) as u64
     }
 
     /// Bytes asked of them for deadlines no later than `deadline`.

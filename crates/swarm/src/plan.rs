@@ -650,10 +650,11 @@ impl<T: Trust> Engine<T> {
                 if p.inflight_bytes + len > URGENT_PIPELINE_BYTES || !p.may_ask(block, now) {
                     return None;
                 }
-                if p.ahead_of(deadline) + len > FRESH_PEER_URGENT_BYTES + p.bytes_down {
+                let queued = p.ahead_of(deadline) + len;
+                if queued > FRESH_PEER_URGENT_BYTES + p.bytes_down {
                     return None;
                 }
-                let eta = p.eta_before(now, len, deadline);
+                let eta = p.eta_of(now, queued);
                 (eta <= limit).then_some((eta, *id))
             })
             .min()
