@@ -15,8 +15,9 @@
 //! - The margin is what the origin, the last resort, needs beyond its estimate:
 //!   four times its recent estimate error, within `min_margin_ms ..= margin_ms`.
 //! - An origin fetch early by choice (the spread's lead) waits while a block
-//!   due before it will need the origin before its bytes are in: answers share
-//!   the viewer's link.
+//!   due before it may need the origin (a fetch falling due, or a chunk still
+//!   with a peer at its last chance) before the answers already coming and its
+//!   own are in: answers share the viewer's link.
 //! - Chunks no peer can deliver in time are fetched from the origin, but only once
 //!   the deadline is so near that the origin itself just makes it; a block that no
 //!   connected peer holds is fetched a seeded random amount earlier
@@ -365,6 +366,9 @@ impl<T: Trust> Engine<T> {
                         // the clock: look again before it can cross the limit.
                         let slack = limit.since(eta).max(MIN_RECHECK_MS);
                         self.plan_wake = self.plan_wake.min(now + slack);
+                        // If the peer is late after all it goes to the origin
+                        // then: an early fetch must not be queued ahead of it.
+                        self.origin_due_first = self.origin_due_first.min(limit);
                         continue;
                     }
                     // Too slow where it was asked: moved to a peer that makes
@@ -437,6 +441,11 @@ impl<T: Trust> Engine<T> {
         deadline - first_frame_latest.since(now)
     }
 
+    /// Bytes asked of the origin and not yet in: its answers come over one link.
+    fn origin_bytes_coming(&self) -> u64 {
+        self.origin_inflight.values().map(|f| f.bytes).sum()
+    }
+
     /// Bytes of the chunks of `block` that nobody is fetching.
     fn unassigned_bytes(&self, block: BlockId) -> u64 {
         let partial = &self.partial[&block];
@@ -488,13 +497,14 @@ impl<T: Trust> Engine<T> {
             return;
         }
         // A fetch early by choice (the spread's lead) waits while a block due
-        // before it will need the origin before its bytes are in: the origin's
-        // answers share the viewer's link, and the early one would make the
-        // other late. This pass looks at blocks in deadline order, so
-        // `origin_due_first` holds exactly those.
+        // before it may need the origin (a fetch falling due, or a chunk with
+        // a peer reaching its last chance) before the answers already coming
+        // and its own are in: they share the viewer's link one after another,
+        // and the early one would make the other late. This pass looks at
+        // blocks in deadline order, so `origin_due_first` holds exactly those.
         if self.play == PlayState::Playing
             && now < self.give_up_at(deadline, bytes)
-            && self.origin_due_first < now + self.origin_eta_ms(bytes)
+            && self.origin_due_first < now + self.origin_eta_ms(bytes + self.origin_bytes_coming())
         {
             self.plan_wake = self.plan_wake.min(self.origin_due_first);
             return;

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{Net, title};
+use telly_proto::wire::BlockId;
 use telly_swarm::{Config, Millis};
 
 #[test]
@@ -60,6 +61,44 @@ fn a_peer_that_falls_behind_leaves_the_origin_time_to_make_the_deadline() {
         net.run_until(Millis(slows_at));
         net.nodes[seed].up_rate = 2.0;
         net.run_for(45_000);
+        assert_eq!(net.delivered(viewer), net.all_blocks());
+        let layout = &net.title.layout;
+        for &(at, block) in &net.nodes[viewer].delivered {
+            let due = started + layout.deadline_time(block);
+            if at > due && !layout.info(block).is_init {
+                late.push((slows_at, block, at.since(due)));
+            }
+        }
+    }
+    assert!(late.is_empty(), "late (slowed at, block, ms): {late:?}");
+}
+
+#[test]
+fn an_early_origin_fetch_waits_while_a_chunk_with_a_slowing_peer_nears_its_last_chance() {
+    // The viewer's one peer holds the first dozen blocks and falls from a
+    // little faster than the title plays to half its rate; the blocks after
+    // those nobody holds, and they are fetched early, at their spread leads,
+    // over a link that carries a block in 1.5 s. A chunk the peer is still
+    // sending goes to the origin at its last chance, and must not find a
+    // block fetched early just ahead of it on the link: without the wait,
+    // blocks 9 to 11 came up to 0.6 s late.
+    let mut late = Vec::new();
+    for slows_at in (4_000..10_000).step_by(1_000) {
+        let mut net = Net::new(title(40, 150_000));
+        net.origin_link_rate = 100.0;
+        let seed = net.add(Net::config(1));
+        let held: Vec<BlockId> = (0..=12).map(BlockId).collect();
+        net.seed_blocks(seed, &held);
+        net.nodes[seed].up_rate = 70.0;
+        let viewer = net.add(Config {
+            origin_rate: 100_000,
+            ..Net::config(2)
+        });
+        net.connect(seed, viewer);
+        let started = net.start_then_play(viewer, 0, 3_000);
+        net.run_until(Millis(slows_at));
+        net.nodes[seed].up_rate = 40.0;
+        net.run_for(85_000);
         assert_eq!(net.delivered(viewer), net.all_blocks());
         let layout = &net.title.layout;
         for &(at, block) in &net.nodes[viewer].delivered {
