@@ -46,6 +46,16 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[i]
 }
 
+/// The viewers' values of an optional duration in ms, in seconds, sorted.
+fn sorted_seconds(records: &[ViewerRecord], ms: impl Fn(&ViewerRecord) -> Option<u64>) -> Vec<f64> {
+    let mut seconds: Vec<f64> = records
+        .iter()
+        .filter_map(|r| ms(r).map(|t| t as f64 / 1000.0))
+        .collect();
+    seconds.sort_by(f64::total_cmp);
+    seconds
+}
+
 /// The theoretical minimum origin egress: the title once, or the audience's
 /// total deficit when its upload cannot carry what it watches.
 pub fn minimum_origin(records: &[ViewerRecord], title_bytes: u64) -> u64 {
@@ -73,16 +83,8 @@ impl Figures {
         let from_peers: u64 = records.iter().map(|r| r.from_peers).sum();
         let played: u64 = records.iter().map(|r| r.played_ms).sum();
         let stalled: u64 = records.iter().map(|r| r.stall_ms).sum();
-        let mut ttff: Vec<f64> = records
-            .iter()
-            .filter_map(|r| r.ttff_ms.map(|t| t as f64 / 1000.0))
-            .collect();
-        ttff.sort_by(f64::total_cmp);
-        let mut seek_wait: Vec<f64> = records
-            .iter()
-            .filter_map(|r| r.seek_wait_ms.map(|t| t as f64 / 1000.0))
-            .collect();
-        seek_wait.sort_by(f64::total_cmp);
+        let ttff = sorted_seconds(records, |r| r.ttff_ms);
+        let seek_wait = sorted_seconds(records, |r| r.seek_wait_ms);
         let mut used: Vec<f64> = records
             .iter()
             .filter(|r| r.upload_capacity > 0 && r.left_ms > r.arrived_ms)

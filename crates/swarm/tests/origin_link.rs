@@ -27,13 +27,8 @@ fn an_early_origin_fetch_waits_for_a_block_due_before_it() {
         let started = net.start_then_play(viewer, 0, 3_000);
         net.run_for(85_000);
         assert_eq!(net.delivered(viewer), net.all_blocks());
-        let layout = &net.title.layout;
-        for &(at, block) in &net.nodes[viewer].delivered {
-            let due = started + layout.deadline_time(block);
-            if at > due && !layout.info(block).is_init {
-                late.push((seed, block, at.since(due)));
-            }
-        }
+        let found = net.late_deliveries(viewer, started);
+        late.extend(found.into_iter().map(|(block, ms)| (seed, block, ms)));
     }
     assert!(late.is_empty(), "late (seed, block, ms): {late:?}");
 }
@@ -45,31 +40,14 @@ fn a_peer_that_falls_behind_leaves_the_origin_time_to_make_the_deadline() {
     // while an origin answer, which takes 0.65 s a chunk here, still arrives
     // on time: a peer is trusted only until then. Trusted until the deadline
     // less the margin, it made block 8 late by 99 ms.
-    let mut late = Vec::new();
-    for slows_at in (5_000..15_000).step_by(700) {
-        let mut net = Net::new(title(20, 150_000));
-        net.origin_link_rate = 100.0;
-        let seed = net.add(Net::config(1));
-        net.seed_all(seed);
-        net.nodes[seed].up_rate = 100.0;
-        let viewer = net.add(Config {
-            origin_rate: 100_000,
-            ..Net::config(2)
-        });
-        net.connect(seed, viewer);
-        let started = net.start_then_play(viewer, 0, 3_000);
-        net.run_until(Millis(slows_at));
-        net.nodes[seed].up_rate = 2.0;
-        net.run_for(45_000);
-        assert_eq!(net.delivered(viewer), net.all_blocks());
-        let layout = &net.title.layout;
-        for &(at, block) in &net.nodes[viewer].delivered {
-            let due = started + layout.deadline_time(block);
-            if at > due && !layout.info(block).is_init {
-                late.push((slows_at, block, at.since(due)));
-            }
-        }
-    }
+    let late = late_with_a_slowing_peer(SlowingPeer {
+        blocks: 20,
+        held: 21,
+        up_rate: 100.0,
+        slowed_rate: 2.0,
+        slows_at: (5_000..15_000).step_by(700),
+        run_ms: 45_000,
+    });
     assert!(late.is_empty(), "late (slowed at, block, ms): {late:?}");
 }
 
@@ -82,14 +60,42 @@ fn an_early_origin_fetch_waits_while_a_chunk_with_a_slowing_peer_nears_its_last_
     // sending goes to the origin at its last chance, and must not find a
     // block fetched early just ahead of it on the link: without the wait,
     // blocks 9 to 11 came up to 0.6 s late.
+    let late = late_with_a_slowing_peer(SlowingPeer {
+        blocks: 40,
+        held: 13,
+        up_rate: 70.0,
+        slowed_rate: 40.0,
+        slows_at: (4_000..10_000).step_by(1_000),
+        run_ms: 85_000,
+    });
+    assert!(late.is_empty(), "late (slowed at, block, ms): {late:?}");
+}
+
+/// A viewer whose one peer holds the first `held` blocks (the init segment
+/// is block 0) of a title of `blocks` media blocks of 150 KB, sending at `up_rate` bytes/ms until `slows_at`, then `slowed_rate`;
+/// the origin link and the viewer's estimate of it carry 100 bytes/ms.
+struct SlowingPeer<I> {
+    blocks: usize,
+    held: u32,
+    up_rate: f64,
+    slowed_rate: f64,
+    slows_at: I,
+    run_ms: u64,
+}
+
+/// `(slowed at, block, ms late)` over every `slows_at`; each run must still
+/// deliver every block.
+fn late_with_a_slowing_peer(
+    case: SlowingPeer<impl Iterator<Item = u64>>,
+) -> Vec<(u64, BlockId, u64)> {
     let mut late = Vec::new();
-    for slows_at in (4_000..10_000).step_by(1_000) {
-        let mut net = Net::new(title(40, 150_000));
+    for slows_at in case.slows_at {
+        let mut net = Net::new(title(case.blocks, 150_000));
         net.origin_link_rate = 100.0;
         let seed = net.add(Net::config(1));
-        let held: Vec<BlockId> = (0..=12).map(BlockId).collect();
+        let held: Vec<BlockId> = (0..case.held).map(BlockId).collect();
         net.seed_blocks(seed, &held);
-        net.nodes[seed].up_rate = 70.0;
+        net.nodes[seed].up_rate = case.up_rate;
         let viewer = net.add(Config {
             origin_rate: 100_000,
             ..Net::config(2)
@@ -97,16 +103,11 @@ fn an_early_origin_fetch_waits_while_a_chunk_with_a_slowing_peer_nears_its_last_
         net.connect(seed, viewer);
         let started = net.start_then_play(viewer, 0, 3_000);
         net.run_until(Millis(slows_at));
-        net.nodes[seed].up_rate = 40.0;
-        net.run_for(85_000);
+        net.nodes[seed].up_rate = case.slowed_rate;
+        net.run_for(case.run_ms);
         assert_eq!(net.delivered(viewer), net.all_blocks());
-        let layout = &net.title.layout;
-        for &(at, block) in &net.nodes[viewer].delivered {
-            let due = started + layout.deadline_time(block);
-            if at > due && !layout.info(block).is_init {
-                late.push((slows_at, block, at.since(due)));
-            }
-        }
+        let found = net.late_deliveries(viewer, started);
+        late.extend(found.into_iter().map(|(block, ms)| (slows_at, block, ms)));
     }
-    assert!(late.is_empty(), "late (slowed at, block, ms): {late:?}");
+    late
 }

@@ -537,6 +537,20 @@ impl Net {
         self.run_until(until);
     }
 
+    /// Media blocks `node` got after the player reached them, having started
+    /// playing at `started`: `(block, ms late)`.
+    pub fn late_deliveries(&self, node: usize, started: Millis) -> Vec<(BlockId, u64)> {
+        let layout = &self.title.layout;
+        self.nodes[node]
+            .delivered
+            .iter()
+            .filter_map(|&(at, block)| {
+                let due = started + layout.deadline_time(block);
+                (at > due && !layout.info(block).is_init).then(|| (block, at.since(due)))
+            })
+            .collect()
+    }
+
     pub fn delivered(&self, node: usize) -> Vec<BlockId> {
         let mut blocks: Vec<BlockId> = self.nodes[node].delivered.iter().map(|d| d.1).collect();
         blocks.sort();
