@@ -196,22 +196,22 @@ impl Viewer {
 
 enum Ev {
     Arrive(u32),
-    /// Bytes reach a viewer's downlink, which takes them in after what it holds.
-    Reach {
-        to: u32,
-        size: f64,
-        then: Box<Ev>,
-    },
+    /// A message, first when it reaches the receiver's downlink, which takes
+    /// its `downlink` bytes in after what it holds (0: a control message,
+    /// which only pays the latency), then when it is in.
     Msg {
         to: u32,
         from: u32,
         msg: PeerMessage<Modelled>,
+        downlink: u32,
     },
+    /// Origin bytes, first at the downlink, then (`through`) when they are in.
     Origin {
         to: u32,
         block: BlockId,
         first: u16,
         bytes: u64,
+        through: bool,
     },
     Closed {
         to: u32,
@@ -448,13 +448,45 @@ impl World {
         let t = Millis(now);
         match ev {
             Ev::Arrive(id) => self.arrive(id),
-            Ev::Reach { to, size, then } => {
-                let r = &mut self.viewers[to as usize];
-                let arrive = r.down_free.max(now as f64) + size / r.down;
-                r.down_free = arrive;
-                self.push(arrive.ceil() as u64, *then);
+            Ev::Msg {
+                to,
+                from,
+                msg,
+                downlink,
+            } if downlink > 0 => {
+                let at = self.take_in(to, f64::from(downlink));
+                let downlink = 0;
+                self.push(
+                    at,
+                    Ev::Msg {
+                        to,
+                        from,
+                        msg,
+                        downlink,
+                    },
+                );
             }
-            Ev::Msg { to, from, msg } => {
+            Ev::Origin {
+                to,
+                block,
+                first,
+                bytes,
+                through: false,
+            } => {
+                let at = self.take_in(to, bytes as f64);
+                let through = true;
+                self.push(
+                    at,
+                    Ev::Origin {
+                        to,
+                        block,
+                        first,
+                        bytes,
+                        through,
+                    },
+                );
+            }
+            Ev::Msg { to, from, msg, .. } => {
                 if self.trace.viewer == Some(to) {
                     eprintln!(
                         "{now} v{to} gets from {from}: {}",
@@ -471,6 +503,7 @@ impl World {
                 block,
                 first,
                 bytes,
+                ..
             } => {
                 if let Some(node) = self.viewers[to as usize].node.as_mut() {
                     node.origin(block, first, bytes, t);
@@ -545,6 +578,15 @@ impl World {
         self.drain(id);
     }
 
+    /// When bytes reaching viewer `to`'s downlink now are in, after what it
+    /// is already taking in.
+    fn take_in(&mut self, to: u32, bytes: f64) -> u64 {
+        let r = &mut self.viewers[to as usize];
+        let arrive = r.down_free.max(self.now as f64) + bytes / r.down;
+        r.down_free = arrive;
+        arrive.ceil() as u64
+    }
+
     fn drain(&mut self, id: u32) {
         let now = self.now;
         // A timer that fell due while this input was handled runs now, as a
@@ -613,15 +655,26 @@ impl World {
                     let s = &mut self.viewers[id as usize];
                     let depart = s.up_free.max(now as f64) + size / s.up.max(1e-3);
                     s.up_free = depart;
-                    let then = Box::new(Ev::Msg { to, from: id, msg });
+                    let downlink = size as u32;
                     self.push(
                         (depart + latency).ceil() as u64,
-                        Ev::Reach { to, size, then },
+                        Ev::Msg {
+                            to,
+                            from: id,
+                            msg,
+                            downlink,
+                        },
                     );
                 } else {
+                    let downlink = 0;
                     self.push(
                         (now as f64 + latency).ceil() as u64,
-                        Ev::Msg { to, from: id, msg },
+                        Ev::Msg {
+                            to,
+                            from: id,
+                            msg,
+                            downlink,
+                        },
                     );
                 }
             }
@@ -649,20 +702,14 @@ impl World {
                 let v = &mut self.viewers[id as usize];
                 v.record.from_origin += bytes;
                 let reach = now as f64 + 2.0 * origin_latency + v.latency;
-                let then = Box::new(Ev::Origin {
+                let origin = Ev::Origin {
                     to: id,
                     block,
                     first,
                     bytes,
-                });
-                self.push(
-                    reach.ceil() as u64,
-                    Ev::Reach {
-                        to: id,
-                        size: bytes as f64,
-                        then,
-                    },
-                );
+                    through: false,
+                };
+                self.push(reach.ceil() as u64, origin);
             }
             Action::Load { block } => {
                 let size = self.layout.info(block).entry.size;

@@ -264,7 +264,9 @@ impl<T: Trust> Engine<T> {
         self.slot_wake = Millis::NEVER;
         let idle = self.config.slot_idle_ms;
         let mut freed = 0;
+        let mut anyone_refused = false;
         for p in self.peers.values_mut() {
+            anyone_refused |= p.refused.is_some();
             if !p.unchoked || !p.queue.is_empty() {
                 continue;
             }
@@ -277,7 +279,7 @@ impl<T: Trust> Engine<T> {
             }
         }
         // Only worth waking for idle slots when someone waits for one.
-        if !self.peers.values().any(|p| p.refused.is_some()) {
+        if !anyone_refused {
             self.slot_wake = Millis::NEVER;
         }
         for _ in 0..freed {
