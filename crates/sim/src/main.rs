@@ -42,10 +42,13 @@ fn figures_json(f: &Figures) -> Value {
 /// One line per strategy for the terminal.
 fn summary(f: &Figures) -> String {
     format!(
-        "{}: origin {:.3}× min, rebuffer {:.4} %, ttff p95 {:.2} s, seek wait p95 {:.2} s, {} events, wall {:.1} s",
+        "{}: origin {:.3}× min, {} viewers rebuffered ({} times, worst {:.3} s, ratio {:.2e}), ttff p95 {:.2} s, seek wait p95 {:.2} s, {} events, wall {:.1} s",
         f.strategy,
         f.origin_over_min,
-        f.rebuffer_ratio * 100.0,
+        f.viewers_rebuffered,
+        f.rebuffer_count,
+        f.rebuffer_max_s,
+        f.rebuffer_ratio,
         f.ttff_p95_s,
         f.seek_wait_p95_s,
         f.events,
