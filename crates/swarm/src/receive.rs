@@ -23,7 +23,7 @@ pub(crate) const SILENT_TIMEOUTS: u64 = 3;
 /// before the peer has been silent `SILENT_TIMEOUTS` steps since the request
 /// left, so the first that could fire is the first made: the same time-outs
 /// at the same times, without a wake-up for each request answered later than
-/// one step (a tenth of a simulation's events).
+/// one step (4 % of an on-demand simulation's events).
 pub(crate) fn first_silence_check(timeout: u64, step: u64) -> u64 {
     if step == 0 {
         return timeout;
