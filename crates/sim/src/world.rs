@@ -232,6 +232,26 @@ enum Ev {
     Sample,
 }
 
+impl Ev {
+    /// For bytes still at their receiver's downlink: the receiver and how
+    /// many it takes in, and the event is marked through.
+    fn pass_downlink(&mut self) -> Option<(u32, f64)> {
+        match self {
+            Ev::Msg { to, downlink, .. } if *downlink > 0 => {
+                let bytes = f64::from(std::mem::take(downlink));
+                Some((*to, bytes))
+            }
+            Ev::Origin {
+                to, bytes, through, ..
+            } if !*through => {
+                *through = true;
+                Some((*to, *bytes as f64))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// One run of one strategy over one scenario.
 pub struct World {
     scenario: Scenario,
@@ -443,49 +463,15 @@ impl World {
         self.viewers.iter().map(|v| v.record.clone()).collect()
     }
 
-    fn handle(&mut self, ev: Ev) {
+    fn handle(&mut self, mut ev: Ev) {
+        if let Some((to, bytes)) = ev.pass_downlink() {
+            let at = self.take_in(to, bytes);
+            return self.push(at, ev);
+        }
         let now = self.now;
         let t = Millis(now);
         match ev {
             Ev::Arrive(id) => self.arrive(id),
-            Ev::Msg {
-                to,
-                from,
-                msg,
-                downlink,
-            } if downlink > 0 => {
-                let at = self.take_in(to, f64::from(downlink));
-                let downlink = 0;
-                self.push(
-                    at,
-                    Ev::Msg {
-                        to,
-                        from,
-                        msg,
-                        downlink,
-                    },
-                );
-            }
-            Ev::Origin {
-                to,
-                block,
-                first,
-                bytes,
-                through: false,
-            } => {
-                let at = self.take_in(to, bytes as f64);
-                let through = true;
-                self.push(
-                    at,
-                    Ev::Origin {
-                        to,
-                        block,
-                        first,
-                        bytes,
-                        through,
-                    },
-                );
-            }
             Ev::Msg { to, from, msg, .. } => {
                 if self.trace.viewer == Some(to) {
                     eprintln!(
@@ -651,32 +637,23 @@ impl World {
                     self.viewers[to as usize].record.from_peers += u64::from(data.len);
                 }
                 let latency = self.viewers[id as usize].latency + self.viewers[to as usize].latency;
-                if size >= 1024.0 {
+                let (depart, downlink) = if size >= 1024.0 {
                     let s = &mut self.viewers[id as usize];
                     let depart = s.up_free.max(now as f64) + size / s.up.max(1e-3);
                     s.up_free = depart;
-                    let downlink = size as u32;
-                    self.push(
-                        (depart + latency).ceil() as u64,
-                        Ev::Msg {
-                            to,
-                            from: id,
-                            msg,
-                            downlink,
-                        },
-                    );
+                    (depart, size as u32)
                 } else {
-                    let downlink = 0;
-                    self.push(
-                        (now as f64 + latency).ceil() as u64,
-                        Ev::Msg {
-                            to,
-                            from: id,
-                            msg,
-                            downlink,
-                        },
-                    );
-                }
+                    (now as f64, 0)
+                };
+                self.push(
+                    (depart + latency).ceil() as u64,
+                    Ev::Msg {
+                        to,
+                        from: id,
+                        msg,
+                        downlink,
+                    },
+                );
             }
             Action::FetchFromOrigin {
                 block,

@@ -23,16 +23,10 @@ pub(crate) const SILENT_TIMEOUTS: u64 = 3;
 /// before the peer has been silent `SILENT_TIMEOUTS` steps since the request
 /// left, so the first that could fire is the first made: the same time-outs
 /// at the same times, without a wake-up for each request answered later than
-/// one step (4 % of an on-demand simulation's events).
+/// one step (4 % of an on-demand simulation's events). That is where a check
+/// at `timeout`, the peer quiet since the request left, would move it.
 pub(crate) fn first_silence_check(timeout: u64, step: u64) -> u64 {
-    if step == 0 {
-        return timeout;
-    }
-    timeout
-        + (SILENT_TIMEOUTS * step)
-            .saturating_sub(timeout)
-            .div_ceil(step)
-            * step
+    next_silence_check(timeout, 0, step).unwrap_or(timeout)
 }
 
 /// After a check at `now` of a request whose peer has been quiet since
