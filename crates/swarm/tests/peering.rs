@@ -76,7 +76,8 @@ fn a_full_viewer_makes_room_for_one_more_by_letting_an_idle_peer_go_never_one_it
     assert!(!net.nodes[viewer].engine.has_idle_peer(now));
     assert!(!net.nodes[viewer].engine.make_room(now));
     net.run_until(telly_swarm::Millis(5_000));
-    net.play(served, 0, PlayState::Starting);
+    // It asks for the blocks the viewer relays from the origin as it plays.
+    net.play(served, 0, PlayState::Playing);
     net.run_until(telly_swarm::Millis(10_500));
     let now = net.now;
     let engine = &mut net.nodes[viewer].engine;

@@ -387,6 +387,7 @@ fn a_sharing_only_engine_serves_what_it_holds_and_fetches_nothing() {
     assert_eq!(served, net.title.layout.info(BlockId(1)).entry.size);
     // Watching turns fetching back on.
     net.nodes[sharer].engine.set_downloading(true);
+    net.play(sharer, 0, PlayState::Playing);
     net.run_for(20_000);
     assert_eq!(net.delivered(sharer).len(), net.all_blocks().len() - 1);
 }

@@ -80,3 +80,34 @@ fn a_newcomer_with_one_peer_still_takes_every_urgent_block_from_it() {
     assert_eq!(asked_of(&net, viewer, peer, &urgent, net.now.0), bytes);
     assert_eq!(net.origin_bytes, 0, "{:?}", net.nodes[viewer].origin_log);
 }
+
+#[test]
+fn a_newcomer_asks_for_nothing_past_its_first_seconds_until_its_first_frame() {
+    // Prefetch arriving during the start shares the newcomer's link (and a
+    // tab's main thread) with the blocks its first frame waits for.
+    let mut net = Net::new(title(30, 150_000));
+    let peer = net.add_capped_seed(1_000_000, Net::config(1));
+    let viewer = net.add(Net::config(2));
+    net.connect(peer, viewer);
+    net.run_for(100);
+    net.play(viewer, 0, PlayState::Starting);
+    net.run_for(3_000);
+    let first_seconds = [1, 2, 3, 4];
+    let past_the_urgent_window: Vec<u32> = (6..=30).collect();
+    assert!(
+        first_seconds
+            .iter()
+            .all(|&b| net.delivered(viewer).contains(&BlockId(b)))
+    );
+    assert_eq!(
+        asked_of(&net, viewer, peer, &past_the_urgent_window, net.now.0),
+        0,
+        "{:?}",
+        net.nodes[viewer].sent
+    );
+    // Playing, it fills its horizon.
+    net.play(viewer, 0, PlayState::Playing);
+    net.run_for(2_000);
+    assert!(asked_of(&net, viewer, peer, &past_the_urgent_window, net.now.0) > 0);
+    assert!(net.nodes[viewer].origin_log.is_empty());
+}
