@@ -8,7 +8,10 @@
 //! minutes). Inputs by environment: `TELLY_BENCH_SOURCE` (the rendered source
 //! file), `TELLY_BENCH_OUT` (where the raw measurements go, as JSON, rewritten
 //! after every audience size so a failure keeps what was measured), and
-//! optionally `TELLY_BENCH_TABS` (audience sizes, default `2,4,8`).
+//! optionally `TELLY_BENCH_TABS` (audience sizes, default `2,4,8`) and
+//! `TELLY_BENCH_PROFILE` (seconds: DevTools samples the last tab's main thread
+//! for that long from its navigation, into `last-of-N-tabs.cpuprofile` among
+//! the artifacts).
 //!
 //! Time to first frame is measured in the page: a script Chromium runs before
 //! any of the page's own (DevTools' `Page.addScriptToEvaluateOnNewDocument`)
@@ -42,14 +45,25 @@ const SLACK: Duration = Duration::from_secs(240);
 const PROBE: &str = r#"(() => {
   const s = { first_playing_ms: null, first_progress_ms: null, ended_ms: null,
               stalls: 0, stall_ms: 0, stall_at_s: [], stall_buffered_s: [], waiting_since: null,
-              start_log: [], stall_log: [] };
+              start_log: [], stall_log: [], long_tasks: [0, 0, 0] };
   window.__bench = s;
+  // The page's thread: tasks over 50 ms, as [count, total ms, longest ms].
+  try {
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) {
+        s.long_tasks[0] += 1;
+        s.long_tasks[1] += Math.round(e.duration);
+        s.long_tasks[2] = Math.max(s.long_tasks[2], Math.round(e.duration));
+      }
+    }).observe({ type: 'longtask', buffered: true });
+  } catch (_) {}
   const player = (e) => e.target instanceof HTMLVideoElement && e.target.id === 'player';
   // Until the first frame, every half second: [ms, player phase, swarm joined,
   // peers, links connecting, bytes from peers, bytes from the origin, the
   // element's readyState, appends per track, buffered ranges, the player's
-  // last error, the blocks it waits for as the engine sees them], to tell a
-  // slow page from a swarm that waits. The same at every stall and 1 s after
+  // last error, the blocks it waits for as the engine sees them, long tasks'
+  // total ms, ms spent in the swarm's and the player's loops], to tell a slow
+  // page from a swarm that waits. The same at every stall and 1 s after
   // (stall_log).
   const record = () => {
     const t = window.__telly, w = window.__telly_swarm;
@@ -59,7 +73,8 @@ const PROBE: &str = r#"(() => {
       w ? w.joined : null, w ? w.peers : null, w ? w.connecting : null,
       w ? w.bytes_from_peers : null, w ? w.bytes_from_origin : null, v ? v.readyState : null,
       p ? p.stats.tracks.map((k) => k.appended) : null, p ? p.buffered : null,
-      p ? p.stats.last_error : null, w ? w.waiting_for : null];
+      p ? p.stats.last_error : null, w ? w.waiting_for : null, s.long_tasks[1],
+      window.__telly_busy ? [(window.__telly_busy.swarm || [0, 0])[1], (window.__telly_busy.player || [0, 0])[1]] : null];
   };
   addEventListener('playing', (e) => {
     if (!player(e)) return;
@@ -210,6 +225,10 @@ async fn run_audience(published: &Path, n: usize) -> Result<Value> {
     let load_start = loadavg_1m();
     let start = Instant::now();
     let url = provider.url(&format!("/watch/{BENCH_ID}"));
+    let profile_s: Option<f64> = std::env::var("TELLY_BENCH_PROFILE")
+        .ok()
+        .map(|s| s.parse().context("TELLY_BENCH_PROFILE: seconds"))
+        .transpose()?;
     let mut navigations: Vec<Option<tokio::task::JoinHandle<Result<f64>>>> = tabs
         .iter()
         .enumerate()
@@ -217,10 +236,18 @@ async fn run_audience(published: &Path, n: usize) -> Result<Value> {
             let client = tab.client.clone();
             let url = url.clone();
             let at = start + JOIN_GAP * i as u32;
+            let profile = profile_s.filter(|_| i + 1 == n);
             Some(tokio::spawn(async move {
                 tokio::time::sleep_until(at.into()).await;
+                if profile.is_some() {
+                    start_profiler(&client).await?;
+                }
                 let joined = start.elapsed().as_secs_f64();
                 client.goto(&url).await.context("navigating to the title")?;
+                if let Some(seconds) = profile {
+                    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+                    save_profile(&client, n).await?;
+                }
                 Ok(joined)
             }))
         })
@@ -315,6 +342,12 @@ async fn run_audience(published: &Path, n: usize) -> Result<Value> {
             "bytes_wasted": swarm["bytes_wasted"],
             "peers_at_end": swarm["peers"],
             "start_log": bench["start_log"],
+            "long_tasks": bench["long_tasks"],
+            // [runs, total ms, longest ms] per loop of the page (host::busy).
+            "busy": tab.js("window.__telly_busy ?? null").await?,
+            // Per block of the first the player asked for: [asked, got,
+            // appending, appended] ms from the navigation (host::marks).
+            "block_ways": tab.js("window.__telly_blocks ?? null").await?,
             "stall_log": bench["stall_log"],
         }));
     }
@@ -424,6 +457,38 @@ async fn on_new_document(browser: &Browser, source: &str) -> Result<()> {
         })
         .await
         .context("installing the page probe over DevTools")?;
+    Ok(())
+}
+
+/// Samples the page's main thread (JS and WASM) every millisecond from the
+/// next navigation on.
+async fn start_profiler(client: &fantoccini::Client) -> Result<()> {
+    for (method, params) in [
+        ("Profiler.enable", json!({})),
+        ("Profiler.setSamplingInterval", json!({ "interval": 1000 })),
+        ("Profiler.start", json!({})),
+    ] {
+        client
+            .issue_cmd(DevTools { method, params })
+            .await
+            .with_context(|| format!("DevTools {method}"))?;
+    }
+    Ok(())
+}
+
+/// Stops the profiler and writes what it sampled where DevTools can open it.
+async fn save_profile(client: &fantoccini::Client, tabs: usize) -> Result<()> {
+    let stopped = client
+        .issue_cmd(DevTools {
+            method: "Profiler.stop",
+            params: json!({}),
+        })
+        .await
+        .context("DevTools Profiler.stop")?;
+    let path = telly_e2e::artifacts_dir().join(format!("last-of-{tabs}-tabs.cpuprofile"));
+    std::fs::write(&path, serde_json::to_string(&stopped["profile"])?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("tab swarm: the last tab's profile is in {}", path.display());
     Ok(())
 }
 

@@ -110,6 +110,9 @@ pub struct Engine<T: Trust> {
     /// run of its block is still coming must not wait for that run.
     pub(crate) origin_inflight: BTreeMap<(BlockId, u16), OriginFetch>,
     pub(crate) play: PlayState,
+    /// The host's player holds much less of what the engine holds ahead in
+    /// its buffer (see [`Engine::handle_player_buffered`]).
+    pub(crate) player_behind: bool,
     pub(crate) position_ms: u64,
     pub(crate) position_at: Millis,
     pub(crate) waiting_since: Millis,
@@ -141,6 +144,10 @@ pub struct Engine<T: Trust> {
     pub(crate) reason: TimeoutReason,
     pub(crate) plan_scratch: PlanScratch,
 }
+
+/// How much less than the engine holds ahead a player may have buffered
+/// before it counts as behind: a block on its way into the buffer.
+const PLAYER_SLACK_MS: u64 = 2_000;
 
 /// The shortest origin transfer (answer time less the round trip) that
 /// updates the origin's rate estimate.
@@ -176,6 +183,7 @@ impl<T: Trust> Engine<T> {
             alone: false,
             origin_inflight: BTreeMap::new(),
             play: PlayState::Paused,
+            player_behind: false,
             position_ms: 0,
             position_at: Millis::ZERO,
             waiting_since: Millis::ZERO,
@@ -244,6 +252,25 @@ impl<T: Trust> Engine<T> {
         }
         self.dirty_plan = true;
         seek
+    }
+
+    /// How much media the host's player has in its buffer ahead of the
+    /// playhead. A host whose player can lag what the engine hands it (a
+    /// browser tab, whose one thread both takes peers' data and feeds the
+    /// media buffers) reports it; the engine then fetches only its urgent
+    /// window while the player holds less than that window, and less than
+    /// the engine holds ahead, by more than [`PLAYER_SLACK_MS`]: prefetch
+    /// arriving then is what keeps the player from catching up. A host that
+    /// never reports it (the simulator, whose player takes a block the moment
+    /// it is delivered) is never held back.
+    pub fn handle_player_buffered(&mut self, ahead_ms: u64, now: Millis) {
+        let urgent_window = self.config.urgent_window_ms.min(self.config.horizon_ms);
+        let held = self.held_ahead_ms(self.position(now));
+        let behind = ahead_ms + PLAYER_SLACK_MS < held.min(urgent_window);
+        if behind != self.player_behind {
+            self.player_behind = behind;
+            self.dirty_plan = true;
+        }
     }
 
     pub fn handle_peer_connected(&mut self, peer: PeerId, now: Millis) {
@@ -565,7 +592,12 @@ impl<T: Trust> Engine<T> {
             .iter()
             .map(|(id, p)| (*id, (p.rate * 1000.0) as u64))
             .collect();
-        let pos = self.position(now);
+        stats.buffer_ahead_ms = self.held_ahead_ms(self.position(now));
+        stats
+    }
+
+    /// How far ahead of `pos` the first track's blocks are held without a gap.
+    fn held_ahead_ms(&self, pos: u64) -> u64 {
         let mut end = pos;
         for id in &self.layout.by_time()[self.layout.window(pos, u64::MAX / 4)] {
             let info = self.layout.info(*id);
@@ -577,8 +609,7 @@ impl<T: Trust> Engine<T> {
             }
             end = info.entry.start_ms + info.entry.duration_ms;
         }
-        stats.buffer_ahead_ms = end.saturating_sub(pos);
-        stats
+        end.saturating_sub(pos)
     }
 
     // ---------------------------------------------------------------- internals

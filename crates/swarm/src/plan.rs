@@ -3,7 +3,9 @@
 //! Rules (each has a scenario test in tests/rules.rs):
 //! - Blocks are needed from the playhead to `horizon_ms` past it, plus every init
 //!   segment; a block's deadline is when the player reaches it. Until its first
-//!   frame a starting viewer looks only `urgent_window_ms` ahead (tests/starting.rs).
+//!   frame, and while its player is behind what it holds
+//!   (`Engine::handle_player_buffered`), a viewer looks only `urgent_window_ms`
+//!   ahead (tests/starting.rs).
 //! - Urgent blocks (deadline within `urgent_window_ms`) go in deadline order; each
 //!   chunk goes to the peer expected to deliver it soonest (its measured rate and
 //!   queue), if that is before the origin's last chance: the deadline less the
@@ -245,11 +247,13 @@ impl<T: Trust> Engine<T> {
             }
         }
         let layout = Arc::clone(&self.layout);
-        // A starting viewer fetches what its first seconds need and no more:
-        // prefetched blocks arriving meanwhile share its link and, in a
-        // browser, its main thread with the start (8 tabs on 2 cores took 4-9 s
-        // to a late joiner's first frame while megabytes of prefetch came in).
-        let horizon = if self.play == PlayState::Starting {
+        // A starting viewer, or one whose player is behind, fetches what its
+        // next seconds need and no more: prefetched blocks arriving meanwhile
+        // share its link and, in a browser, its main thread with those
+        // seconds (8 tabs on 2 cores: a late joiner's first frame took 4-9 s
+        // while megabytes of prefetch came in, and once it played, the
+        // prefetch that followed held each of its next appends up for 2-4 s).
+        let horizon = if self.play == PlayState::Starting || self.player_behind {
             self.config.urgent_window_ms.min(self.config.horizon_ms)
         } else {
             self.config.horizon_ms

@@ -2,6 +2,7 @@
 //! knows about the UI framework. The UI reads snapshots and calls in.
 
 pub mod api;
+pub mod busy;
 pub mod crypto;
 pub mod events;
 pub mod marks;

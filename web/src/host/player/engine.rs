@@ -25,8 +25,9 @@ use super::fetch::{Outcome, Pipeline, Provenance};
 use super::mse::{self, MseError};
 use super::plan;
 use super::snapshot::{Phase, PlayerSnapshot, TrackStats, publish_debug};
+use crate::host::busy;
 use crate::host::events::Listener;
-use crate::host::marks;
+use crate::host::marks::{self, Stage};
 
 pub const MAX_PARALLEL_FETCHES: usize = 3;
 const TICK_MS: u32 = 250;
@@ -255,48 +256,56 @@ impl Engine {
         self.refresh(&mut reporter);
 
         while let Some(event) = inbox.next().await {
-            match event {
-                Event::Stop => break,
-                Event::Tick => {
-                    self.unstick(&mut reporter);
-                    self.pump();
-                    self.refresh(&mut reporter);
-                }
-                Event::Seeking => self.pump(),
-                Event::MediaError => {
-                    let why = self
-                        .video
-                        .error()
-                        .map(|e| format!("{} (media error {})", e.message(), e.code()))
-                        .unwrap_or_else(|| "the media element reported an error".into());
-                    self.failed = true;
-                    reporter.fail(format!("Playback failed: {why}"));
-                }
-                Event::Key(KeyEvent::Ready) => {
-                    reporter.snapshot.stats.keys = "ready".into();
-                }
-                Event::Key(KeyEvent::Failed(why)) => {
-                    reporter.snapshot.stats.keys = "failed".into();
-                    self.failed = true;
-                    reporter.fail(format!("The title's keys were refused: {why}"));
-                }
-                Event::Fetched {
-                    track,
-                    index,
-                    outcome,
-                } => {
-                    self.on_fetched(track, index, outcome, &mut reporter);
-                    self.pump();
-                }
-                Event::Operated { track, op, result } => {
-                    self.on_operated(track, op, result, &mut reporter);
-                    self.pump();
-                }
+            if matches!(event, Event::Stop) {
+                break;
             }
+            busy::timed("player", || self.handle(event, &mut reporter));
         }
         reporter.snapshot.phase = Phase::Stopped;
         reporter.publish();
         self.media.detach(&self.video);
+    }
+
+    fn handle(&mut self, event: Event, reporter: &mut Reporter) {
+        match event {
+            // The loop ends on it before it gets here.
+            Event::Stop => {}
+            Event::Tick => {
+                self.unstick(reporter);
+                self.pump();
+                self.refresh(reporter);
+            }
+            Event::Seeking => self.pump(),
+            Event::MediaError => {
+                let why = self
+                    .video
+                    .error()
+                    .map(|e| format!("{} (media error {})", e.message(), e.code()))
+                    .unwrap_or_else(|| "the media element reported an error".into());
+                self.failed = true;
+                reporter.fail(format!("Playback failed: {why}"));
+            }
+            Event::Key(KeyEvent::Ready) => {
+                reporter.snapshot.stats.keys = "ready".into();
+            }
+            Event::Key(KeyEvent::Failed(why)) => {
+                reporter.snapshot.stats.keys = "failed".into();
+                self.failed = true;
+                reporter.fail(format!("The title's keys were refused: {why}"));
+            }
+            Event::Fetched {
+                track,
+                index,
+                outcome,
+            } => {
+                self.on_fetched(track, index, outcome, reporter);
+                self.pump();
+            }
+            Event::Operated { track, op, result } => {
+                self.on_operated(track, op, result, reporter);
+                self.pump();
+            }
+        }
     }
 
     fn now_ms() -> f64 {
@@ -377,6 +386,7 @@ impl Engine {
             let Some(Slot::Ready(media)) = state.slots.insert(index, Slot::Appending) else {
                 return;
             };
+            marks::block_stage(track, index, Stage::Appending);
             self.start_op(track, Op::Append { index, media });
             return;
         }
@@ -421,6 +431,7 @@ impl Engine {
             },
         );
         for want in wants {
+            marks::block_stage(want.track, want.index, Stage::Asked);
             self.tracks[want.track]
                 .slots
                 .insert(want.index, Slot::Fetching);
@@ -483,6 +494,7 @@ impl Engine {
         }
         match outcome.media {
             Ok(media) if plan::in_keep_window(entry, playhead_ms) => {
+                marks::block_stage(track, index, Stage::Got);
                 state.slots.insert(index, Slot::Ready(media));
             }
             Ok(_) => {
@@ -514,6 +526,7 @@ impl Engine {
         match (op, result) {
             (Op::Append { index, .. }, Ok(())) => {
                 marks::mark("first media block appended");
+                marks::block_stage(track, index, Stage::Appended);
                 let sha = self.manifest.tracks[track].blocks[index].sha256;
                 let state = &mut self.tracks[track];
                 state.slots.insert(index, Slot::Appended);

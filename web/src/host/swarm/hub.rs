@@ -33,6 +33,7 @@ use super::snapshot::SnapshotFn;
 use super::source::SwarmSource;
 use super::title::{Reply, TitleSwarm};
 use crate::host::api::Api;
+use crate::host::busy;
 use crate::host::marks;
 use crate::host::rtc::{LinkEvent, RtcOptions, unlock_loopback_candidates};
 use crate::host::store::BlockStore;
@@ -201,11 +202,13 @@ impl Hub {
                 Either::Right(_) => None,
             };
             let now = clock();
-            if let Some(event) = event {
-                self.handle(event, now);
-            }
-            self.on_time(now);
-            self.drain_all(now);
+            busy::timed("swarm", || {
+                if let Some(event) = event {
+                    self.handle(event, now);
+                }
+                self.on_time(now);
+                self.drain_all(now);
+            });
         }
         for (_, title) in self.titles.drain() {
             drop(title);

@@ -132,6 +132,15 @@ impl TitleSwarm {
             PlayState::Starting
         };
         let jumped = self.engine.handle_playhead(position_ms, state, now);
+        let buffered = video.buffered();
+        let position_s = video.current_time();
+        let ahead_s = (0..buffered.length())
+            .filter_map(|i| Some((buffered.start(i).ok()?, buffered.end(i).ok()?)))
+            // A playhead a frame short of a range's start is at it.
+            .find(|&(start, end)| start <= position_s + 0.1 && position_s < end)
+            .map_or(0.0, |(_, end)| end - position_s);
+        self.engine
+            .handle_player_buffered((ahead_s * 1000.0) as u64, now);
         // The engine fetches nothing behind the playhead: a block the player
         // still waits for there (asked for before a seek) would never come, so
         // say so at once and let the player move on.
