@@ -144,6 +144,15 @@ pub fn covers(ranges: &[(f64, f64)], t: f64) -> bool {
     ranges.iter().any(|&(s, e)| s <= t && t < e)
 }
 
+/// Seconds of media in `ranges` from `t` on without a gap; a playhead a
+/// frame short of a range's start (0.1 s) is at it.
+pub fn ahead_of(ranges: &[(f64, f64)], t: f64) -> f64 {
+    ranges
+        .iter()
+        .find(|&&(start, end)| start <= t + 0.1 && t < end)
+        .map_or(0.0, |&(_, end)| end - t)
+}
+
 /// Whether a block's media is in `buffered`: its middle is, which tolerates the
 /// small gaps at fragment edges that audio frame boundaries leave.
 pub fn block_buffered(block: &BlockEntry, buffered: &[(f64, f64)]) -> bool {
@@ -203,6 +212,15 @@ pub fn held_ranges_all_tracks(
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_ahead_runs_to_the_first_gap() {
+        let ranges = [(0.0, 4.0), (6.0, 10.0)];
+        assert_eq!(ahead_of(&ranges, 1.0), 3.0);
+        assert_eq!(ahead_of(&ranges, 4.0), 0.0);
+        assert_eq!(ahead_of(&ranges, 5.95), 4.05);
+        assert_eq!(ahead_of(&[], 1.0), 0.0);
+    }
     use telly_proto::manifest::MANIFEST_VERSION;
     use telly_proto::{KeyId, Sha256Hash, Track, TrackKind};
 

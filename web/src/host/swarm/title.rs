@@ -28,6 +28,7 @@ use super::hub::{HubEvent, Shared};
 use super::links::{Flow, Links};
 use super::snapshot::{HISTORY_SAMPLES, RateSample, SnapshotFn, SwarmSnapshot};
 use super::source::SwarmSource;
+use crate::host::player::{mse, plan};
 use crate::host::source::SourceError;
 use crate::host::store::BlockStore;
 use crate::host::{crypto, marks};
@@ -132,13 +133,7 @@ impl TitleSwarm {
             PlayState::Starting
         };
         let jumped = self.engine.handle_playhead(position_ms, state, now);
-        let buffered = video.buffered();
-        let position_s = video.current_time();
-        let ahead_s = (0..buffered.length())
-            .filter_map(|i| Some((buffered.start(i).ok()?, buffered.end(i).ok()?)))
-            // A playhead a frame short of a range's start is at it.
-            .find(|&(start, end)| start <= position_s + 0.1 && position_s < end)
-            .map_or(0.0, |(_, end)| end - position_s);
+        let ahead_s = plan::ahead_of(&mse::ranges(&video.buffered()), video.current_time());
         self.engine
             .handle_player_buffered((ahead_s * 1000.0) as u64, now);
         // The engine fetches nothing behind the playhead: a block the player
