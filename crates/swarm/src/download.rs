@@ -2,6 +2,10 @@
 //! that changes a chunk's state, and it keeps its two counters in step (see
 //! STATE.md): `missing` counts chunks not yet `Got`, `unassigned` chunks `Missing`.
 
+use std::collections::BTreeMap;
+
+use telly_proto::wire::BlockId;
+
 use crate::peer::PeerId;
 use crate::time::Millis;
 use crate::trust::Trust;
@@ -37,6 +41,52 @@ pub(crate) struct OriginFetch {
     pub expected_ms: u64,
     pub bytes: u64,
     pub count: u16,
+}
+
+/// The origin fetches in flight, by block and first chunk, with their bytes
+/// summed: planning asks for that sum once per block it looks at, and a
+/// prefetching viewer may have a whole horizon of fetches out.
+#[derive(Debug, Default)]
+pub(crate) struct OriginFetches {
+    by_start: BTreeMap<(BlockId, u16), OriginFetch>,
+    bytes: u64,
+}
+
+impl OriginFetches {
+    pub fn insert(&mut self, block: BlockId, first: u16, fetch: OriginFetch) {
+        self.bytes += fetch.bytes;
+        if let Some(old) = self.by_start.insert((block, first), fetch) {
+            self.bytes -= old.bytes;
+        }
+    }
+
+    pub fn remove(&mut self, block: BlockId, first: u16) -> Option<OriginFetch> {
+        let fetch = self.by_start.remove(&(block, first))?;
+        self.bytes -= fetch.bytes;
+        Some(fetch)
+    }
+
+    /// Bytes asked of the origin and not yet in.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (BlockId, u16, &OriginFetch)> {
+        self.by_start
+            .iter()
+            .map(|(&(block, first), f)| (block, first, f))
+    }
+
+    /// The fetches of `block` starting at chunks `..=last`, by first chunk.
+    pub fn of_block_through(
+        &self,
+        block: BlockId,
+        last: u16,
+    ) -> impl DoubleEndedIterator<Item = (u16, &OriginFetch)> {
+        self.by_start
+            .range((block, 0)..=(block, last))
+            .map(|(&(_, first), fetch)| (first, fetch))
+    }
 }
 
 #[derive(Debug)]
@@ -202,5 +252,44 @@ impl<T: Trust> Partial<T> {
             .filter(|c| matches!(c, ChunkState::Missing))
             .count() as u16;
         (missing, unassigned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetch(bytes: u64, count: u16) -> OriginFetch {
+        OriginFetch {
+            asked: Millis::ZERO,
+            expected_ms: 0,
+            bytes,
+            count,
+        }
+    }
+
+    #[test]
+    fn origin_fetches_keep_their_byte_sum_through_inserts_replacements_and_removals() {
+        let mut fetches = OriginFetches::default();
+        fetches.insert(BlockId(3), 0, fetch(100, 2));
+        fetches.insert(BlockId(3), 4, fetch(50, 1));
+        fetches.insert(BlockId(9), 0, fetch(7, 1));
+        assert_eq!(fetches.bytes(), 157);
+        // A second fetch at the same start replaces the first one's bytes.
+        fetches.insert(BlockId(3), 4, fetch(60, 1));
+        assert_eq!(fetches.bytes(), 167);
+        assert_eq!(fetches.remove(BlockId(3), 0).map(|f| f.bytes), Some(100));
+        assert!(fetches.remove(BlockId(3), 0).is_none());
+        assert_eq!(fetches.bytes(), 67);
+        let firsts: Vec<u16> = fetches
+            .of_block_through(BlockId(3), 4)
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(firsts, [4]);
+        assert_eq!(fetches.of_block_through(BlockId(3), 3).count(), 0);
+        assert_eq!(
+            fetches.iter().map(|(_, _, f)| f.bytes).sum::<u64>(),
+            fetches.bytes()
+        );
     }
 }

@@ -13,7 +13,7 @@ use telly_proto::Sha256Hash;
 use telly_proto::wire::{Bitfield, BlockId, GoodbyeReason, WIRE_VERSION};
 
 use crate::config::{Config, Stats};
-use crate::download::{OriginFetch, Partial, Source};
+use crate::download::{OriginFetch, OriginFetches, Partial, Source};
 use crate::layout::Layout;
 use crate::message::PeerMessage;
 use crate::peer::{Peer, PeerId, Phase};
@@ -108,7 +108,7 @@ pub struct Engine<T: Trust> {
     /// Origin fetches in flight, by block and first chunk. A block may have
     /// several, over disjoint runs of chunks: a chunk falling due while another
     /// run of its block is still coming must not wait for that run.
-    pub(crate) origin_inflight: BTreeMap<(BlockId, u16), OriginFetch>,
+    pub(crate) origin_inflight: OriginFetches,
     pub(crate) play: PlayState,
     /// The host's player holds much less of what the engine holds ahead in
     /// its buffer (see [`Engine::handle_player_buffered`]).
@@ -181,7 +181,7 @@ impl<T: Trust> Engine<T> {
             resident: FxHashMap::default(),
             loading: BTreeSet::new(),
             alone: false,
-            origin_inflight: BTreeMap::new(),
+            origin_inflight: OriginFetches::default(),
             play: PlayState::Paused,
             player_behind: false,
             position_ms: 0,
@@ -368,7 +368,7 @@ impl<T: Trust> Engine<T> {
             return;
         };
         let entry = info.entry.clone();
-        let Some(fetch) = self.origin_inflight.remove(&(block, first)) else {
+        let Some(fetch) = self.origin_inflight.remove(block, first) else {
             // Not a fetch we asked for (or one already settled): nothing to trust.
             return;
         };
@@ -425,7 +425,7 @@ impl<T: Trust> Engine<T> {
     /// The origin fetch of `block` from chunk `first` failed; its chunks are
     /// planned again.
     pub fn handle_origin_failed(&mut self, block: BlockId, first: u16, _now: Millis) {
-        if let Some(fetch) = self.origin_inflight.remove(&(block, first)) {
+        if let Some(fetch) = self.origin_inflight.remove(block, first) {
             self.partial_release_origin(block, first..first + fetch.count);
             self.dirty_plan = true;
         }
@@ -433,9 +433,7 @@ impl<T: Trust> Engine<T> {
 
     /// The origin fetches of `block` in flight, by first chunk.
     fn origin_fetches(&self, block: BlockId) -> impl Iterator<Item = (u16, &OriginFetch)> {
-        self.origin_inflight
-            .range((block, 0)..=(block, u16::MAX))
-            .map(|(&(_, first), fetch)| (first, fetch))
+        self.origin_inflight.of_block_through(block, u16::MAX)
     }
 
     /// Whether any origin fetch of `block` is in flight.

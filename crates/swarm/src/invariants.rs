@@ -106,7 +106,7 @@ impl<T: Trust> Engine<T> {
         // 8. A block's origin fetches cover disjoint runs, and a chunk is
         // `Origin` only inside one of them.
         let mut previous: Option<(crate::BlockId, u16)> = None;
-        for (&(block, first), fetch) in &self.origin_inflight {
+        for (block, first, fetch) in self.origin_inflight.iter() {
             if let Some((b, end)) = previous
                 && b == block
                 && first < end
@@ -115,13 +115,21 @@ impl<T: Trust> Engine<T> {
             }
             previous = Some((block, first + fetch.count));
         }
+        // 9. The origin's bytes in flight are the sum of its fetches.
+        let sum: u64 = self.origin_inflight.iter().map(|(_, _, f)| f.bytes).sum();
+        if sum != self.origin_inflight.bytes() {
+            return Err(format!(
+                "origin fetches sum to {sum} bytes, counted {}",
+                self.origin_inflight.bytes()
+            ));
+        }
         for (&block, p) in &self.partial {
             for (i, c) in p.chunks.iter().enumerate() {
                 let covered = self
                     .origin_inflight
-                    .range((block, 0)..=(block, i as u16))
+                    .of_block_through(block, i as u16)
                     .next_back()
-                    .is_some_and(|(&(_, first), f)| i < usize::from(first + f.count));
+                    .is_some_and(|(first, f)| i < usize::from(first + f.count));
                 if matches!(c, ChunkState::Origin) && !covered {
                     return Err(format!("{block:?}/{i} is Origin outside any origin fetch"));
                 }

@@ -412,9 +412,17 @@ impl<T: Trust> Engine<T> {
                 }
             }
         }
-        // Estimates change as time passes without data: look again soon while
-        // anything of an urgent block is outstanding.
-        if self.partial[&block].missing > 0 {
+        // Estimates of peers change as time passes without data, and refusals
+        // run out: look again soon while any chunk of an urgent block waits on
+        // a peer or might find one. Chunks coming from the origin only wait
+        // for its answer: looking every 250 ms at those woke a viewer without
+        // peers (the origin-only baseline) eight times per block.
+        let any_eligible = scratch.any_eligible;
+        if self.partial[&block].chunks.iter().any(|c| match c {
+            ChunkState::Requested { .. } => true,
+            ChunkState::Missing => any_eligible,
+            _ => false,
+        }) {
             self.plan_wake = self.plan_wake.min(now + URGENT_RECHECK_MS);
         }
         self.consider_origin(block, deadline, &scratch.at_risk, now);
@@ -460,11 +468,6 @@ impl<T: Trust> Engine<T> {
         }
         let first_frame_latest = self.waiting_since + self.config.startup_budget_ms;
         deadline - first_frame_latest.since(now)
-    }
-
-    /// Bytes asked of the origin and not yet in: its answers come over one link.
-    fn origin_bytes_coming(&self) -> u64 {
-        self.origin_inflight.values().map(|f| f.bytes).sum()
     }
 
     /// Bytes of the chunks of `block` that nobody is fetching.
@@ -525,7 +528,8 @@ impl<T: Trust> Engine<T> {
         // blocks in deadline order, so `origin_due_first` holds exactly those.
         if self.play == PlayState::Playing
             && now < self.give_up_at(deadline, bytes)
-            && self.origin_due_first < now + self.origin_eta_ms(bytes + self.origin_bytes_coming())
+            && self.origin_due_first
+                < now + self.origin_eta_ms(bytes + self.origin_inflight.bytes())
         {
             self.plan_wake = self.plan_wake.min(self.origin_due_first);
             return;
@@ -574,7 +578,8 @@ impl<T: Trust> Engine<T> {
             .map(|i| self.chunk_bytes(block, usize::from(i)))
             .sum();
         self.origin_inflight.insert(
-            (block, first),
+            block,
+            first,
             OriginFetch {
                 asked: now,
                 expected_ms: self.origin_eta_ms(fetched),
