@@ -503,7 +503,15 @@ impl<T: Trust> Engine<T> {
 
     /// When to call [`Engine::handle_timeout`] next.
     pub fn poll_timeout(&mut self) -> Option<Millis> {
+        // Hosts ask after every input. A request check no sooner than another
+        // wake-up cannot be the answer (ties go to the others), so its
+        // liveness, a scan of the peer's requests, is looked at only when it
+        // could be.
+        let others = self.plan_wake.min(self.upload_wake).min(self.slot_wake);
         while let Some(Reverse((at, peer, block, chunk))) = self.expiries.peek().copied() {
+            if at >= others {
+                break;
+            }
             let live = self
                 .peers
                 .get(&peer)
