@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use wasm_bindgen::JsValue;
 
+use crate::host::marks;
+
 const PUBLISH_EVERY_MS: f64 = 250.0;
 
 #[derive(Default)]
@@ -20,17 +22,11 @@ thread_local! {
     static TOTALS: RefCell<Totals> = RefCell::new(Totals::default());
 }
 
-fn now_ms() -> f64 {
-    web_sys::window()
-        .and_then(|w| w.performance())
-        .map_or(0.0, |p| p.now())
-}
-
 /// Runs `work`, counting its time against `name`.
 pub fn timed<R>(name: &'static str, work: impl FnOnce() -> R) -> R {
-    let started = now_ms();
+    let started = marks::page_ms();
     let result = work();
-    let ended = now_ms();
+    let ended = marks::page_ms();
     let publish = TOTALS.with(|totals| {
         let mut totals = totals.borrow_mut();
         let entry = totals.by_loop.entry(name).or_default();

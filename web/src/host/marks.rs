@@ -13,6 +13,14 @@ thread_local! {
     static RECORDED: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
 }
 
+/// `performance.now()`: ms from the navigation's start, fractional (0 where
+/// the page has no clock).
+pub fn page_ms() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map_or(0.0, |p| p.now())
+}
+
 /// Records the first time `name` happens in this page.
 pub fn mark(name: &str) {
     let first = RECORDED.with(|recorded| {
@@ -25,7 +33,7 @@ pub fn mark(name: &str) {
     let Some(window) = web_sys::window() else {
         return;
     };
-    let now = window.performance().map_or(0.0, |p| p.now());
+    let now = page_ms();
     let Some(marks) = page_object(&window, "__telly_marks") else {
         return;
     };
@@ -79,7 +87,7 @@ pub fn block_stage(track: usize, index: usize, stage: Stage) {
     let Some(window) = web_sys::window() else {
         return;
     };
-    let now = window.performance().map_or(0.0, |p| p.now()).round();
+    let now = page_ms().round();
     let Some(blocks) = page_object(&window, "__telly_blocks") else {
         return;
     };

@@ -152,11 +152,7 @@ pub struct Hub {
 }
 
 pub fn clock() -> Millis {
-    let now = web_sys::window()
-        .and_then(|w| w.performance())
-        .map(|p| p.now())
-        .unwrap_or(0.0);
-    Millis(now.max(0.0) as u64)
+    Millis(marks::page_ms().max(0.0) as u64)
 }
 
 impl Hub {
