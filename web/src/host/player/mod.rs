@@ -18,7 +18,7 @@ use std::rc::Rc;
 use futures::channel::mpsc;
 use futures::future::join_all;
 use telly_proto::signing::SignatureError;
-use telly_proto::{Manifest, ManifestError};
+use telly_proto::{Manifest, ManifestError, Sha256Hash};
 use web_sys::HtmlVideoElement;
 
 use self::engine::{Engine, Event, Reporter};
@@ -28,7 +28,7 @@ use crate::host::api::{Api, ApiError};
 use crate::host::crypto::BlockKey;
 use crate::host::marks;
 use crate::host::source::{BlockSource, OriginSource};
-use crate::host::store::{BlockStore, DEFAULT_DB_NAME};
+use crate::host::store::{BlockStore, DEFAULT_DB_NAME, StoreError};
 use crate::host::swarm::{SwarmHub, SwarmSnapshot};
 
 /// Why a title cannot be played. The texts are what the viewer reads.
@@ -150,6 +150,16 @@ impl Drop for Player {
     }
 }
 
+/// The tab's block store and what it holds; a store that can't be listed is
+/// still used for writing.
+async fn open_store(name: &str) -> Result<(BlockStore, StoreListing), StoreError> {
+    let store = BlockStore::open(name).await?;
+    let stored = store.list().await;
+    Ok((store, stored))
+}
+
+type StoreListing = Result<Vec<Sha256Hash>, StoreError>;
+
 /// Licence, manifest, keys, buffers and init segments: everything before the
 /// first media block. Any failure here is fatal and shown.
 async fn setup(
@@ -161,8 +171,14 @@ async fn setup(
     marks::mark("player setup");
     let api = options.api.clone();
     let id = options.title_id.clone();
-    let (config, signed, licence) =
-        futures::join!(api.config(), api.manifest(&id), api.licence(&id));
+    // The store is opened and listed while the provider answers: a viewer
+    // joining a swarm waits for both before it can say what it holds.
+    let (config, signed, licence, opened) = futures::join!(
+        api.config(),
+        api.manifest(&id),
+        api.licence(&id),
+        open_store(&options.store_name)
+    );
     let config = config.map_err(PlayerError::from_api)?;
     let signed = signed.map_err(PlayerError::from_api)?;
     let licence = licence.map_err(|e| match e {
@@ -194,26 +210,22 @@ async fn setup(
         }
     }
 
-    let key = BlockKey::import(&licence.block_key)
-        .await
-        .map_err(|e| PlayerError::Keys(e.to_string()))?;
     // Playing without IndexedDB (private windows, blocked storage) still works;
     // only storage is lost, and the viewer is told.
-    let store = match BlockStore::open(&options.store_name).await {
-        Ok(store) => Some(store),
+    let (store, stored) = match opened {
         Err(e) => {
             reporter.warn(format!("Blocks will not be kept on this device: {e}"));
-            None
+            (None, Vec::new())
         }
-    };
-    let stored = match &store {
-        Some(store) => store.list().await.unwrap_or_else(|e| {
+        Ok((store, Err(e))) => {
             reporter.warn(format!("Stored blocks could not be listed: {e}"));
-            Vec::new()
-        }),
-        None => Vec::new(),
+            (Some(store), Vec::new())
+        }
+        Ok((store, Ok(stored))) => (Some(store), stored),
     };
     let manifest = Rc::new(manifest);
+    // Joined before the keys are set up, so that the swarm's links come up
+    // while the browser's CDM and media source do.
     let source: Rc<dyn BlockSource> = match (options.source, options.swarm) {
         (Some(source), _) => source,
         (None, Some(watch)) => Rc::new(watch.hub.watch(
@@ -225,6 +237,9 @@ async fn setup(
         )),
         (None, None) => Rc::new(OriginSource::new(api.clone())),
     };
+    let key = BlockKey::import(&licence.block_key)
+        .await
+        .map_err(|e| PlayerError::Keys(e.to_string()))?;
     let pipeline = Rc::new(Pipeline { store, source, key });
 
     let key_events = events.clone();

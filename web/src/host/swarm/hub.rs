@@ -4,8 +4,12 @@
 //! results, the player's wants, and the engines' timers.
 //!
 //! Invariants:
-//! - one signalling socket at a time; after it closes the hub reconnects with
-//!   a doubling back-off (1 s to 30 s) and re-joins every title;
+//! - one signalling socket at a time, opened as soon as there is a title to
+//!   join; after it closes the hub reconnects with a doubling back-off (1 s
+//!   to 30 s) and re-joins every title, with the grant it holds while that is
+//!   not about to expire;
+//! - at most one grant request per title is out (`grant_pending`); its answer
+//!   joins if the socket is open, and the socket's opening joins otherwise;
 //! - after any event the touched engines are drained (`TitleSwarm::drain`),
 //!   and the loop sleeps until the earliest engine timeout or the next tick;
 //! - a peer's link is accepted into an engine only if the grant in its
@@ -73,6 +77,29 @@ pub struct Shared {
     pub upload_cap: Cell<u64>,
     pub titles_shared: Cell<usize>,
     pub provider_key: telly_proto::ProviderPublicKey,
+    /// Done when this page may gather the ICE candidates its links need
+    /// (`unlock_loopback_candidates`); an SDP step that gathers waits for it,
+    /// the rest of the hub does not.
+    pub rtc_ready: RtcReady,
+}
+
+pub type RtcReady = futures::future::Shared<futures::future::LocalBoxFuture<'static, ()>>;
+
+/// Starts unlocking loopback candidates (when the provider's ICE config wants
+/// them) and returns its completion, which any number of tasks may await.
+pub fn unlock_rtc(rtc: &RtcOptions) -> RtcReady {
+    use futures::FutureExt;
+    let loopback_only = rtc.loopback_only;
+    let ready = async move {
+        if loopback_only && let Err(e) = unlock_loopback_candidates().await {
+            tracing::warn!(%e, "loopback candidates stay locked; peers may not connect");
+        }
+        marks::mark("rtc ready");
+    }
+    .boxed_local()
+    .shared();
+    wasm_bindgen_futures::spawn_local(ready.clone());
+    ready
 }
 
 pub enum HubEvent {
@@ -184,11 +211,6 @@ impl Hub {
 
     /// The hub's loop; ends when every sender is gone.
     pub async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<HubEvent>) {
-        if self.shared.rtc.loopback_only
-            && let Err(e) = unlock_loopback_candidates().await
-        {
-            tracing::warn!(%e, "loopback candidates stay locked; peers may not connect");
-        }
         loop {
             let now = clock();
             let wait = self.next_wake(now).saturating_sub(now.0).clamp(2, 1_000);
@@ -318,6 +340,8 @@ impl Hub {
             self.titles.insert(swarm, title);
             self.request_grant(swarm);
             self.spread_upload_cap();
+            // Not at the next tick: a starting viewer's peers wait on the socket.
+            self.keep_signalling(now.0 as f64);
         }
         let Some(title) = self.titles.get_mut(&swarm) else {
             return;
@@ -335,10 +359,28 @@ impl Hub {
         }
     }
 
-    fn request_grant(&self, swarm: Sha256Hash) {
+    /// Joins `swarm` with the grant in hand, or asks for one (whose answer
+    /// joins). Used when the socket opens, so a grant fetched while it was
+    /// connecting is not fetched again.
+    fn join_or_ask(&mut self, swarm: Sha256Hash) {
         let Some(title) = self.titles.get(&swarm) else {
             return;
         };
+        if title.grant_pending {
+            return;
+        }
+        let now_unix = js_sys::Date::now() as u64 / 1000;
+        match &title.grant {
+            Some(grant) if now_unix + GRANT_RENEW_S < grant.expires_at => self.join(title, grant),
+            _ => self.request_grant(swarm),
+        }
+    }
+
+    fn request_grant(&mut self, swarm: Sha256Hash) {
+        let Some(title) = self.titles.get_mut(&swarm) else {
+            return;
+        };
+        title.grant_pending = true;
         let faults = &self.shared.faults;
         let own = title.title_id.clone();
         let for_signalling = faults.grant_of.clone().unwrap_or_else(|| own.clone());
@@ -378,6 +420,7 @@ impl Hub {
         let Some(title) = self.titles.get_mut(&swarm) else {
             return;
         };
+        title.grant_pending = false;
         let (grant, presented) = match result {
             Ok(grants) => grants,
             Err(why) => {
@@ -387,10 +430,13 @@ impl Hub {
             }
         };
         marks::mark("grant");
-        title.grant_expires_at = grant.expires_at;
         title.engine.set_grant(presented);
+        title.grant = Some(grant);
+        // Without a socket yet, its opening joins with this grant.
         let title = &self.titles[&swarm];
-        self.join(title, &grant);
+        if let Some(grant) = &title.grant {
+            self.join(title, grant);
+        }
     }
 
     fn renew_grants(&mut self) {
@@ -398,13 +444,15 @@ impl Hub {
         let due: Vec<Sha256Hash> = self
             .titles
             .values()
-            .filter(|t| t.grant_expires_at > 0 && now_unix + GRANT_RENEW_S >= t.grant_expires_at)
+            .filter(|t| {
+                !t.grant_pending
+                    && t.grant
+                        .as_ref()
+                        .is_some_and(|g| now_unix + GRANT_RENEW_S >= g.expires_at)
+            })
             .map(|t| t.swarm_id)
             .collect();
         for swarm in due {
-            if let Some(title) = self.titles.get_mut(&swarm) {
-                title.grant_expires_at = 0;
-            }
             self.request_grant(swarm);
         }
     }

@@ -24,7 +24,7 @@ use web_sys::HtmlVideoElement;
 
 pub use self::faults::Faults;
 pub use self::hub::UPLOAD_BURST_MS;
-use self::hub::{Hub, HubEvent, Shared};
+use self::hub::{Hub, HubEvent, Shared, unlock_rtc};
 pub use self::snapshot::{RateSample, SnapshotFn, SwarmSnapshot};
 pub use self::source::SwarmSource;
 use crate::host::api::Api;
@@ -89,11 +89,12 @@ impl SwarmHub {
         let upload_cap = Rc::new(Cell::new(cap));
         let loop_events = events.clone();
         wasm_bindgen_futures::spawn_local(async move {
-            let config = match api.config().await {
+            let (config, store) = futures::join!(api.config(), BlockStore::open(DEFAULT_DB_NAME));
+            let config = match config {
                 Ok(config) => config,
                 Err(e) => return tracing::warn!(%e, "no provider config; the swarm is off"),
             };
-            let store = BlockStore::open(DEFAULT_DB_NAME).await.ok();
+            let store = store.ok();
             let query = web_sys::window()
                 .and_then(|w| w.location().search().ok())
                 .unwrap_or_default();
@@ -105,14 +106,16 @@ impl SwarmHub {
             if faults.any() {
                 tracing::warn!(?faults, "test faults on: this tab misbehaves on purpose");
             }
+            let rtc = RtcOptions {
+                ice_servers: config.network.ice_servers.clone(),
+                loopback_only: config.network.loopback_ice,
+            };
             let shared = Rc::new(Shared {
                 api: api.clone(),
                 store,
                 peer_id: random_peer_id(),
-                rtc: RtcOptions {
-                    ice_servers: config.network.ice_servers.clone(),
-                    loopback_only: config.network.loopback_ice,
-                },
+                rtc_ready: unlock_rtc(&rtc),
+                rtc,
                 faults,
                 signalling_open: Cell::new(false),
                 upload_cap: Cell::new(cap),

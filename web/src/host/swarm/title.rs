@@ -16,6 +16,7 @@ use std::rc::Rc;
 use futures::channel::{mpsc, oneshot};
 use js_sys::Uint8Array;
 use telly_proto::Sha256Hash;
+use telly_proto::api::GrantResponse;
 use telly_proto::signal::{HaveSummary, PeerId as SignalPeer};
 use telly_proto::wire::{self, CHUNK_SIZE, GoodbyeReason, Message};
 use telly_swarm::{
@@ -59,8 +60,11 @@ pub struct TitleSwarm {
     pub links: Links,
     pub joined: bool,
     pub refused: Option<String>,
-    /// The grant's expiry, unix seconds (renewed before it).
-    pub grant_expires_at: u64,
+    /// Our signalling grant, kept to re-join after a reconnect; renewed
+    /// before it expires.
+    pub grant: Option<GrantResponse>,
+    /// A grant request is out: its answer joins, so nothing else asks.
+    pub grant_pending: bool,
     pub by_sha: HashMap<Sha256Hash, BlockId>,
     pub waiters: HashMap<BlockId, Vec<Reply>>,
     pub ready: HashMap<BlockId, Uint8Array>,
@@ -93,7 +97,8 @@ impl TitleSwarm {
             links: Links::default(),
             joined: false,
             refused: None,
-            grant_expires_at: 0,
+            grant: None,
+            grant_pending: false,
             by_sha,
             waiters: HashMap::new(),
             ready: HashMap::new(),

@@ -109,7 +109,7 @@ impl Hub {
                 self.shared.signalling_open.set(true);
                 let swarms: Vec<Sha256Hash> = self.titles.keys().copied().collect();
                 for swarm in swarms {
-                    self.request_grant(swarm);
+                    self.join_or_ask(swarm);
                 }
             }
             SignalEvent::Closed(why) => {
@@ -232,7 +232,9 @@ impl Hub {
         };
         let engine_id = title.links.by_peer[&peer].engine_id;
         let hub = self.events.clone();
+        let rtc_ready = self.shared.rtc_ready.clone();
         wasm_bindgen_futures::spawn_local(async move {
+            rtc_ready.await;
             let result = link.create_offer().await.map(Some);
             let _ = hub.unbounded_send(HubEvent::Sdp {
                 swarm,
@@ -283,7 +285,9 @@ impl Hub {
         };
         let engine_id = title.links.by_peer[&from].engine_id;
         let hub = self.events.clone();
+        let rtc_ready = self.shared.rtc_ready.clone();
         wasm_bindgen_futures::spawn_local(async move {
+            rtc_ready.await;
             let result = link.accept_offer(&sdp).await.map(Some);
             let _ = hub.unbounded_send(HubEvent::Sdp {
                 swarm,
