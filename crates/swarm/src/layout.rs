@@ -18,6 +18,9 @@ pub struct BlockInfo {
     pub track: u16,
     /// An init segment: needed before any media block of its track.
     pub is_init: bool,
+    /// An init segment or its track's first media block: what every viewer
+    /// starting the title asks for first.
+    pub opens_title: bool,
     pub chunks: u16,
 }
 
@@ -45,10 +48,12 @@ impl Layout {
         for (track, entry) in wire::block_order(manifest) {
             let is_init = track != previous_track;
             previous_track = track;
+            let follows_init = blocks.last().is_some_and(|b: &BlockInfo| b.is_init);
             blocks.push(BlockInfo {
                 entry: entry.clone(),
                 track: track as u16,
                 is_init,
+                opens_title: is_init || follows_init,
                 chunks: wire::chunk_count(entry.size) as u16,
             });
         }

@@ -267,11 +267,15 @@ impl<T: Trust> Engine<T> {
         now: Millis,
     ) {
         self.resident.insert(block, (hashes, chunks, now));
+        // The title's opening blocks go last: every newcomer asks for them
+        // first and waits on them for its first frame, so a holder serves them
+        // from memory rather than from its store.
         while self.resident.len() > self.config.resident_blocks.max(1) {
+            let layout = &self.layout;
             let oldest = self
                 .resident
                 .iter()
-                .min_by_key(|(b, (_, _, used))| (*used, **b))
+                .min_by_key(|(b, (_, _, used))| (layout.info(**b).opens_title, *used, **b))
                 .map(|(b, _)| *b)
                 .expect("not empty");
             self.resident.remove(&oldest);

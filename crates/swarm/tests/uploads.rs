@@ -303,3 +303,27 @@ fn an_uploader_turns_away_a_request_it_keeps_waiting_when_another_holder_has_the
         "{middle_got:?}"
     );
 }
+
+#[test]
+fn a_holder_keeps_the_titles_opening_blocks_in_memory_for_newcomers() {
+    let mut net = net();
+    let viewer = net.add(Config {
+        resident_blocks: 3,
+        ..Net::config(1)
+    });
+    net.play(viewer, 0, PlayState::Starting);
+    net.run_for(200);
+    net.play(viewer, 0, PlayState::Playing);
+    net.run_for(20_000);
+    assert_eq!(net.delivered(viewer), net.all_blocks());
+    let engine = &net.nodes[viewer].engine;
+    // Ten blocks went through a cache of three: the init segment and the
+    // first media block stayed (each newcomer's first requests), and the
+    // newest block took the one place left.
+    let resident: Vec<BlockId> = net
+        .all_blocks()
+        .into_iter()
+        .filter(|b| engine.resident_chunks(*b).is_some())
+        .collect();
+    assert_eq!(resident, vec![BlockId(0), BlockId(1), BlockId(9)]);
+}
