@@ -122,6 +122,13 @@ pub struct Engine<T: Trust> {
     /// The tracker offered no peers and none has connected: no have-map is on
     /// its way, so a starting viewer has nobody to look around for.
     pub(crate) alone: bool,
+    /// Peers are on their way: the host asked a tracker (`handle_joining`)
+    /// and it has not answered, or it offered some (`handle_joined`). Until
+    /// one of their have-maps comes, a starting viewer knows nothing of what
+    /// they hold.
+    pub(crate) peers_coming: bool,
+    /// When the first have-map came.
+    pub(crate) first_have_map_at: Option<Millis>,
     pub(crate) expiries: BinaryHeap<Reverse<(Millis, PeerId, BlockId, u16)>>,
     pub(crate) plan_wake: Millis,
     /// During a planning pass: the soonest origin fetch not yet due among the
@@ -181,6 +188,8 @@ impl<T: Trust> Engine<T> {
             resident: FxHashMap::default(),
             loading: BTreeSet::new(),
             alone: false,
+            peers_coming: false,
+            first_have_map_at: None,
             origin_inflight: OriginFetches::default(),
             play: PlayState::Paused,
             player_behind: false,
@@ -223,11 +232,21 @@ impl<T: Trust> Engine<T> {
         }
     }
 
-    /// The tracker answered our join offering `peers` to dial. With none, a
-    /// starting viewer takes what it needs from the origin at once instead of
-    /// waiting for have-maps that cannot come (the first viewer of a title).
+    /// The host asked a tracker for peers. Until it answers, a starting
+    /// viewer does not take a block from the origin for want of a have-map
+    /// announcing it, only when the block's give-up comes.
+    pub fn handle_joining(&mut self, _now: Millis) {
+        self.peers_coming = true;
+        self.dirty_plan = true;
+    }
+
+    /// The tracker answered our join offering `peers` to dial (a host that
+    /// lost the tracker before it answered says 0). With none, a starting
+    /// viewer takes what it needs from the origin at once instead of waiting
+    /// for have-maps that cannot come (the first viewer of a title).
     pub fn handle_joined(&mut self, peers: usize, _now: Millis) {
         self.alone = peers == 0 && self.peers.is_empty();
+        self.peers_coming = peers > 0;
         self.dirty_plan = true;
     }
 
@@ -314,7 +333,10 @@ impl<T: Trust> Engine<T> {
             } => self.on_handshake(peer, version, swarm_id, grant, now),
             PeerMessage::Goodbye(_) => self.remove_peer(peer),
             _ if !ready => self.drop_peer(peer, GoodbyeReason::ProtocolViolation),
-            PeerMessage::HaveMap(bits) => self.on_have_map(peer, bits),
+            PeerMessage::HaveMap(bits) => {
+                self.first_have_map_at.get_or_insert(now);
+                self.on_have_map(peer, bits)
+            }
             PeerMessage::Have(block) => self.on_have(peer, block),
             PeerMessage::Hashes { block, hashes } => self.on_hashes(peer, block, hashes),
             PeerMessage::Request {

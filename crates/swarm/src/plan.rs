@@ -499,10 +499,23 @@ impl<T: Trust> Engine<T> {
         let mut due = give_up - spread;
         // A newcomer whose peers hold none of its first blocks has nobody to
         // wait for once their have-maps had time to arrive, and one the
-        // tracker found alone has nobody at all: it starts at once.
+        // tracker found alone has nobody at all: it starts at once. A tracker's
+        // answer and the links to the peers it offers may take a while (a tab
+        // starved of CPU: half a second), so while peers are coming the
+        // look-around starts at the first have-map, and before it only the
+        // give-up sends to the origin.
         if nobody_has && self.play == PlayState::Starting && self.waits_for(deadline) {
-            let look = if self.alone { 0 } else { STARTUP_LOOKAROUND_MS };
-            due = due.min(self.waiting_since + look);
+            let look_until = match (self.alone, self.peers_coming, self.first_have_map_at) {
+                (true, _, _) => Some(self.waiting_since),
+                (false, true, None) => None,
+                (false, true, Some(first)) => {
+                    Some(self.waiting_since.max(first) + STARTUP_LOOKAROUND_MS)
+                }
+                (false, false, _) => Some(self.waiting_since + STARTUP_LOOKAROUND_MS),
+            };
+            if let Some(until) = look_until {
+                due = due.min(until);
+            }
         }
         due
     }

@@ -79,6 +79,45 @@ fn a_viewer_the_tracker_found_alone_does_not_look_around() {
 }
 
 #[test]
+fn a_viewer_waits_for_the_have_maps_of_peers_on_their_way_however_slow_their_links() {
+    // The tracker answers late and the link takes 0.7 s: the peer holds the
+    // title, and the viewer takes nothing from the origin.
+    let mut net = net();
+    let seed = net.add(Net::config(1));
+    net.seed_all(seed);
+    let viewer = net.add(Net::config(2));
+    net.nodes[viewer].engine.handle_joining(Millis(0));
+    net.play(viewer, 0, PlayState::Starting);
+    net.run_for(400);
+    let now = net.now;
+    net.nodes[viewer].engine.handle_joined(1, now);
+    net.run_for(300);
+    assert!(net.nodes[viewer].origin_log.is_empty());
+    net.connect(seed, viewer);
+    net.run_for(1_000);
+    assert!(net.delivered(viewer).contains(&BlockId(1)));
+    assert_eq!(net.origin_bytes, 0);
+
+    // The peer holds none of the first blocks: the viewer looks around for
+    // 0.3 s from its have-map, then takes them from the origin.
+    let mut net = self::net();
+    let empty = net.add(Net::config(1));
+    let viewer = net.add(Net::config(2));
+    net.nodes[viewer].engine.handle_joined(1, Millis(0));
+    net.play(viewer, 0, PlayState::Starting);
+    net.run_for(700);
+    assert!(net.nodes[viewer].origin_log.is_empty());
+    let linked = net.now;
+    net.connect(empty, viewer);
+    net.run_for(1_000);
+    let first = net.nodes[viewer].origin_log.first().map(|o| o.0);
+    assert!(
+        first.is_some_and(|at| at >= linked + 300 && at <= linked + 400),
+        "linked at {linked:?}, first origin fetch {first:?}"
+    );
+}
+
+#[test]
 fn a_viewer_takes_even_its_first_block_from_a_ready_peer() {
     let (mut net, seed, viewer) = seed_and_starting_viewer();
     net.run_for(1_000);

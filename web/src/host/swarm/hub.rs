@@ -335,7 +335,10 @@ impl Hub {
                 body: String::new(),
                 signature: telly_proto::signing::SignatureHex(String::new()),
             };
-            let engine = Engine::new(config, layout, trust, placeholder, swarm);
+            let mut engine = Engine::new(config, layout, trust, placeholder, swarm);
+            if self.signal_url.is_some() {
+                engine.handle_joining(now);
+            }
             let title = TitleSwarm::new(manifest.title_id.clone(), swarm, engine);
             self.titles.insert(swarm, title);
             self.request_grant(swarm);
@@ -426,6 +429,7 @@ impl Hub {
             Err(why) => {
                 tracing::warn!(%why, "no grant for a title; not sharing it");
                 title.refused = Some(format!("no grant: {why}"));
+                title.engine.handle_joined(0, clock());
                 return;
             }
         };

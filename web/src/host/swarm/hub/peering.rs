@@ -76,6 +76,10 @@ impl Hub {
         self.reconnect_at = ms + self.backoff_ms;
         self.backoff_ms = (self.backoff_ms * 2.0).min(MAX_BACKOFF_MS);
         for title in self.titles.values_mut() {
+            if !title.joined {
+                // No answer is coming for this join.
+                title.engine.handle_joined(0, Millis(ms as u64));
+            }
             title.joined = false;
         }
     }
@@ -151,6 +155,7 @@ impl Hub {
                 if let Some(title) = self.titles.get_mut(&swarm_id) {
                     title.joined = false;
                     title.refused = Some(format!("{reason:?}: {detail}"));
+                    title.engine.handle_joined(0, now);
                 }
             }
             ServerMessage::Removed { swarm_id, reason } => {
