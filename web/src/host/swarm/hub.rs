@@ -178,6 +178,11 @@ pub struct Hub {
     unix_ms_at_zero: u64,
 }
 
+/// Whether a grant is within [`GRANT_RENEW_S`] of its expiry (or past it).
+fn renewal_due(grant: &GrantResponse) -> bool {
+    js_sys::Date::now() as u64 / 1000 + GRANT_RENEW_S >= grant.expires_at
+}
+
 pub fn clock() -> Millis {
     Millis(marks::page_ms().max(0.0) as u64)
 }
@@ -372,9 +377,8 @@ impl Hub {
         if title.grant_pending {
             return;
         }
-        let now_unix = js_sys::Date::now() as u64 / 1000;
         match &title.grant {
-            Some(grant) if now_unix + GRANT_RENEW_S < grant.expires_at => self.join(title, grant),
+            Some(grant) if !renewal_due(grant) => self.join(title, grant),
             _ => self.request_grant(swarm),
         }
     }
@@ -444,16 +448,10 @@ impl Hub {
     }
 
     fn renew_grants(&mut self) {
-        let now_unix = js_sys::Date::now() as u64 / 1000;
         let due: Vec<Sha256Hash> = self
             .titles
             .values()
-            .filter(|t| {
-                !t.grant_pending
-                    && t.grant
-                        .as_ref()
-                        .is_some_and(|g| now_unix + GRANT_RENEW_S >= g.expires_at)
-            })
+            .filter(|t| !t.grant_pending && t.grant.as_ref().is_some_and(renewal_due))
             .map(|t| t.swarm_id)
             .collect();
         for swarm in due {
