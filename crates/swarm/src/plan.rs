@@ -259,6 +259,18 @@ impl<T: Trust> Engine<T> {
             self.config.horizon_ms
         };
         let range = layout.window(pos, horizon);
+        // The playhead brings blocks into view with no input to say so: a
+        // host that reports only the network (no playhead ticks) and whose
+        // peers announced everything at the handshake would otherwise leave
+        // the next block unasked until it was late.
+        if self.play == PlayState::Playing
+            && let Some(&next) = layout.by_time().get(range.end)
+        {
+            let comes_in = layout
+                .deadline_time(next)
+                .saturating_sub(pos.saturating_add(horizon));
+            self.plan_wake = self.plan_wake.min(now + comes_in.max(1));
+        }
         let blocks = layout
             .inits()
             .chain(layout.by_time()[range].iter().copied());

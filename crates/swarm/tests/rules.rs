@@ -767,3 +767,30 @@ fn a_chunk_falling_due_does_not_wait_for_another_origin_fetch_of_its_block() {
         );
     }
 }
+
+#[test]
+fn a_block_coming_into_view_is_asked_for_with_no_other_input() {
+    // A 40-block title; the viewer looks 10 s ahead, its peer holds everything
+    // and says so once, at the handshake. Once the window is full nothing
+    // else arrives, yet each block must be asked for as the playhead brings
+    // it into view, from the peer, and in time.
+    let mut net = Net::new(title(40, 150_000));
+    let seed = net.add(Net::config(1));
+    net.seed_all(seed);
+    let viewer = net.add(Config {
+        horizon_ms: 10_000,
+        urgent_window_ms: 4_000,
+        origin_spread_ms: 6_000,
+        ..Net::config(2)
+    });
+    net.connect(seed, viewer);
+    let started = net.start_then_play(viewer, 0, 1_000);
+    net.run_for(80_000);
+    assert_eq!(net.delivered(viewer), net.all_blocks());
+    assert_eq!(net.late_deliveries(viewer, started), vec![]);
+    assert!(
+        net.nodes[viewer].origin_log.is_empty(),
+        "{:?}",
+        net.nodes[viewer].origin_log
+    );
+}
