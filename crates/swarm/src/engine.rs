@@ -39,6 +39,22 @@ pub enum PlayState {
     Paused,
 }
 
+/// Whether a starting viewer has peers' have-maps to wait for before it
+/// takes a block none of its peers announced from the origin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PeersExpected {
+    /// No tracker said (a host without one), or it offered none while peers
+    /// are connected: a short look-around from the start.
+    Unknown,
+    /// The host asked a tracker (`handle_joining`) and it has not answered,
+    /// or it offered some (`handle_joined`): until one of their have-maps
+    /// comes, the viewer knows nothing of what they hold.
+    Coming,
+    /// The tracker offered none and nobody is connected: no have-map can
+    /// come, so the viewer starts from the origin at once.
+    Nobody,
+}
+
 /// What the engine asks its host to do.
 #[derive(Debug)]
 pub enum Action<T: Trust> {
@@ -119,14 +135,9 @@ pub struct Engine<T: Trust> {
     /// When the viewer last started or jumped: blocks already in its horizon
     /// then have only the time since to spread their origin fetches over.
     pub(crate) watching_since: Millis,
-    /// The tracker offered no peers and none has connected: no have-map is on
-    /// its way, so a starting viewer has nobody to look around for.
-    pub(crate) alone: bool,
-    /// Peers are on their way: the host asked a tracker (`handle_joining`)
-    /// and it has not answered, or it offered some (`handle_joined`). Until
-    /// one of their have-maps comes, a starting viewer knows nothing of what
-    /// they hold.
-    pub(crate) peers_coming: bool,
+    /// What the host's tracker said of peers: how long a starting viewer
+    /// looks around for have-maps before the origin.
+    pub(crate) expected: PeersExpected,
     /// When the first have-map came.
     pub(crate) first_have_map_at: Option<Millis>,
     pub(crate) expiries: BinaryHeap<Reverse<(Millis, PeerId, BlockId, u16)>>,
@@ -187,8 +198,7 @@ impl<T: Trust> Engine<T> {
             partial: FxHashMap::default(),
             resident: FxHashMap::default(),
             loading: BTreeSet::new(),
-            alone: false,
-            peers_coming: false,
+            expected: PeersExpected::Unknown,
             first_have_map_at: None,
             origin_inflight: OriginFetches::default(),
             play: PlayState::Paused,
@@ -236,7 +246,7 @@ impl<T: Trust> Engine<T> {
     /// viewer does not take a block from the origin for want of a have-map
     /// announcing it, only when the block's give-up comes.
     pub fn handle_joining(&mut self, _now: Millis) {
-        self.peers_coming = true;
+        self.expected = PeersExpected::Coming;
         self.dirty_plan = true;
     }
 
@@ -245,8 +255,11 @@ impl<T: Trust> Engine<T> {
     /// viewer takes what it needs from the origin at once instead of waiting
     /// for have-maps that cannot come (the first viewer of a title).
     pub fn handle_joined(&mut self, peers: usize, _now: Millis) {
-        self.alone = peers == 0 && self.peers.is_empty();
-        self.peers_coming = peers > 0;
+        self.expected = match (peers, self.peers.is_empty()) {
+            (0, true) => PeersExpected::Nobody,
+            (0, false) => PeersExpected::Unknown,
+            _ => PeersExpected::Coming,
+        };
         self.dirty_plan = true;
     }
 
@@ -297,7 +310,9 @@ impl<T: Trust> Engine<T> {
         self.remove_peer(peer);
         let rate = self.config.initial_peer_rate as f64 / 1000.0;
         let rtt = self.config.initial_peer_rtt_ms as f64;
-        self.alone = false;
+        if self.expected == PeersExpected::Nobody {
+            self.expected = PeersExpected::Unknown;
+        }
         let mut fresh = Peer::new(self.layout.len(), rate, rtt, now);
         // A newcomer may take its first block in one burst (see `upload_burst_ms`).
         fresh.up_tokens = self.config.burst_bytes(self.config.per_peer_upload_cap);

@@ -39,7 +39,7 @@ use std::sync::Arc;
 use telly_proto::wire::{BlockId, CHUNK_SIZE, MAX_REQUEST_CHUNKS, chunk_len};
 
 use crate::download::{ChunkState, OriginFetch};
-use crate::engine::{Action, Engine, PlayState};
+use crate::engine::{Action, Engine, PeersExpected, PlayState};
 use crate::message::PeerMessage;
 use crate::peer::{Inflight, Peer, PeerId, Phase, pipeline_for};
 use crate::receive::first_silence_check;
@@ -517,13 +517,13 @@ impl<T: Trust> Engine<T> {
         // look-around starts at the first have-map, and before it only the
         // give-up sends to the origin.
         if nobody_has && self.play == PlayState::Starting && self.waits_for(deadline) {
-            let look_until = match (self.alone, self.peers_coming, self.first_have_map_at) {
-                (true, _, _) => Some(self.waiting_since),
-                (false, true, None) => None,
-                (false, true, Some(first)) => {
+            let look_until = match (self.expected, self.first_have_map_at) {
+                (PeersExpected::Nobody, _) => Some(self.waiting_since),
+                (PeersExpected::Coming, None) => None,
+                (PeersExpected::Coming, Some(first)) => {
                     Some(self.waiting_since.max(first) + STARTUP_LOOKAROUND_MS)
                 }
-                (false, false, _) => Some(self.waiting_since + STARTUP_LOOKAROUND_MS),
+                (PeersExpected::Unknown, _) => Some(self.waiting_since + STARTUP_LOOKAROUND_MS),
             };
             if let Some(until) = look_until {
                 due = due.min(until);

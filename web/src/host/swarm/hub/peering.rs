@@ -160,10 +160,15 @@ impl Hub {
             }
             ServerMessage::Removed { swarm_id, reason } => {
                 tracing::info!(?reason, "removed from a swarm; joining again");
-                if let Some(title) = self.titles.get_mut(&swarm_id) {
-                    title.joined = false;
+                let Some(title) = self.titles.get_mut(&swarm_id) else {
+                    return;
+                };
+                title.joined = false;
+                // A fresh grant, as the removal may be the old one's expiry;
+                // one already asked for joins when it comes.
+                if !title.grant_pending {
+                    self.request_grant(swarm_id);
                 }
-                self.request_grant(swarm_id);
             }
             ServerMessage::PeerLeft { swarm_id, peer_id } => {
                 if let Some(title) = self.titles.get_mut(&swarm_id) {
