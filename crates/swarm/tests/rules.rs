@@ -268,6 +268,9 @@ fn a_starting_viewer_tells_uploaders_how_soon_its_next_blocks_may_be_due() {
     // first block is in. Its requests for the blocks after the first tell the
     // uploader the soonest they can be due (as if the frame were now), or the
     // uploader puts them behind other work and they come late once it plays.
+    // That, and not that less the origin's margin and answer time: an
+    // uploader turns a chunk away once it cannot send it by the time told,
+    // and it turned a newcomer's second block away while it could still come.
     let mut net = net();
     let seed = net.add(Net::config(1));
     net.seed_all(seed);
@@ -292,11 +295,8 @@ fn a_starting_viewer_tells_uploaders_how_soon_its_next_blocks_may_be_due() {
         first.iter().all(|&ms| (1_000..1_800).contains(&ms)),
         "{first:?}"
     );
-    assert!(second.iter().all(|&ms| ms < 2_000), "{second:?}");
-    assert!(
-        third.iter().all(|&ms| (2_000..4_000).contains(&ms)),
-        "{third:?}"
-    );
+    assert!(second.iter().all(|&ms| ms == 2_000), "{second:?}");
+    assert!(third.iter().all(|&ms| ms == 4_000), "{third:?}");
 }
 
 #[test]
