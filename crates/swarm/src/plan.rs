@@ -466,17 +466,25 @@ impl<T: Trust> Engine<T> {
         deadline <= self.waiting_since + budget
     }
 
-    /// The deadline a request tells the uploader. A starting viewer plans
-    /// the blocks after its first as if its first frame came at the end of
-    /// the startup budget, the latest it may; but it comes as soon as the first
-    /// block is in, and those blocks are then due that much sooner. Told the
-    /// lenient deadline, uploaders put a newcomer's second and third blocks
-    /// behind other work, and when its first frame came the newcomer found
-    /// them late and took them from the origin. So they are told the soonest
-    /// the deadline can be: as if the frame were now.
-    fn told_deadline(&self, deadline: Millis, now: Millis) -> Millis {
+    /// When a request for `bytes` due at `deadline` tells the uploader we
+    /// stop waiting: our give-up, so that an uploader that cannot send by
+    /// then rejects rather than spend its upload on a copy we would throw away.
+    ///
+    /// A starting viewer plans the blocks after its first as if its first
+    /// frame came at the end of the startup budget, the latest it may; but it
+    /// comes as soon as the first block is in, and those blocks are then due
+    /// that much sooner. Told the lenient deadline, uploaders put a
+    /// newcomer's second and third blocks behind other work, and when its
+    /// first frame came the newcomer found them late and took them from the
+    /// origin. So they are told the soonest the deadline can be, as if the
+    /// frame were now, and that itself: it is already earlier than the
+    /// viewer's give-up once the frame comes. Less the origin's margin and
+    /// answer time too, uploaders turned a newcomer's second block away while
+    /// it could still come (on demand, a second block took 6.5 % of the
+    /// origin's chunks).
+    fn told_give_up(&self, deadline: Millis, bytes: u64, now: Millis) -> Millis {
         if self.play != PlayState::Starting || self.waits_for(deadline) {
-            return deadline;
+            return self.give_up_at(deadline, bytes);
         }
         let first_frame_latest = self.waiting_since + self.config.startup_budget_ms;
         deadline - first_frame_latest.since(now)
@@ -769,21 +777,8 @@ impl<T: Trust> Engine<T> {
                 }
                 count += 1;
             }
-            // Peers learn when we stop waiting (and go to the origin), not when
-            // the player needs the block: an uploader that cannot send a chunk
-            // by then rejects it rather than spend its upload on a copy we
-            // would throw away. A starting viewer's blocks after its first
-            // are told as due with a first frame now (`told_deadline`), which
-            // is already earlier than it will give up once the frame comes:
-            // less the origin's margin and answer time too, uploaders turned
-            // a newcomer's second block away while it could still come
-            // (on demand, a second block took 6.5 % of the origin's chunks).
             let chunk = self.chunk_bytes(block, usize::from(first));
-            let give_up = if self.play == PlayState::Starting && !self.waits_for(deadline) {
-                self.told_deadline(deadline, now)
-            } else {
-                self.give_up_at(deadline, chunk)
-            };
+            let give_up = self.told_give_up(deadline, chunk, now);
             let deadline_ms = give_up.since(now).min(u64::from(u32::MAX)) as u32;
             self.send(
                 peer,
