@@ -383,10 +383,15 @@ impl Hub {
         }
     }
 
+    /// Asks the provider for a grant for `swarm`, unless one is already on
+    /// its way (its answer joins as this one's would).
     fn request_grant(&mut self, swarm: Sha256Hash) {
         let Some(title) = self.titles.get_mut(&swarm) else {
             return;
         };
+        if title.grant_pending {
+            return;
+        }
         title.grant_pending = true;
         let faults = &self.shared.faults;
         let own = title.title_id.clone();
@@ -451,7 +456,7 @@ impl Hub {
         let due: Vec<Sha256Hash> = self
             .titles
             .values()
-            .filter(|t| !t.grant_pending && t.grant.as_ref().is_some_and(renewal_due))
+            .filter(|t| t.grant.as_ref().is_some_and(renewal_due))
             .map(|t| t.swarm_id)
             .collect();
         for swarm in due {

@@ -164,11 +164,8 @@ impl Hub {
                     return;
                 };
                 title.joined = false;
-                // A fresh grant, as the removal may be the old one's expiry;
-                // one already asked for joins when it comes.
-                if !title.grant_pending {
-                    self.request_grant(swarm_id);
-                }
+                // A fresh grant, as the removal may be the old one's expiry.
+                self.request_grant(swarm_id);
             }
             ServerMessage::PeerLeft { swarm_id, peer_id } => {
                 if let Some(title) = self.titles.get_mut(&swarm_id) {
