@@ -393,6 +393,31 @@ impl<T: Trust> Engine<T> {
         }
     }
 
+    /// The host fetched `bytes` from the origin in `took_ms` outside the
+    /// engine (the manifest, before joining): a first sample of how closely
+    /// the origin keeps to its estimate, as TCP takes its first round-trip
+    /// sample from the handshake. Without one the margin kept for the origin
+    /// stays at `margin_ms`, its ceiling, until the origin answers a fetch of
+    /// ours, and a viewer whose blocks all come from peers never asks one:
+    /// at a premiere each newcomer's second block had 0.9 s of its 2 s for
+    /// peers, and went to the origin for a chunk a peer was still sending.
+    pub fn handle_origin_sample(&mut self, bytes: u64, took_ms: u64) {
+        self.observe_origin(bytes, took_ms, self.origin_eta_ms(bytes));
+    }
+
+    fn observe_origin(&mut self, bytes: u64, took_ms: u64, expected_ms: u64) {
+        let took = took_ms as f64;
+        let error = (took - expected_ms as f64).abs();
+        self.origin_error = Some(self.origin_error.map_or(error, |e| 0.75 * e + 0.25 * error));
+        // An answer hardly longer than the round trip (an init segment) says
+        // nothing of the rate: divided by a millisecond or two it read as
+        // megabytes per millisecond and made the next estimates far too short.
+        let transfer = took - self.origin_rtt;
+        if transfer >= MIN_ORIGIN_TRANSFER_MS {
+            self.origin_rate = 0.7 * self.origin_rate + 0.3 * (bytes as f64 / transfer);
+        }
+    }
+
     /// Bytes from the origin for chunks `first..` of `block`.
     pub fn handle_origin_data(
         &mut self,
@@ -409,16 +434,7 @@ impl<T: Trust> Engine<T> {
             // Not a fetch we asked for (or one already settled): nothing to trust.
             return;
         };
-        let took = now.since(fetch.asked) as f64;
-        let error = (took - fetch.expected_ms as f64).abs();
-        self.origin_error = Some(self.origin_error.map_or(error, |e| 0.75 * e + 0.25 * error));
-        // An answer hardly longer than the round trip (an init segment) says
-        // nothing of the rate: divided by a millisecond or two it read as
-        // megabytes per millisecond and made the next estimates far too short.
-        let transfer = took - self.origin_rtt;
-        if transfer >= MIN_ORIGIN_TRANSFER_MS {
-            self.origin_rate = 0.7 * self.origin_rate + 0.3 * (fetch.bytes as f64 / transfer);
-        }
+        self.observe_origin(fetch.bytes, now.since(fetch.asked), fetch.expected_ms);
         let range = first..first + fetch.count;
         if self.has_block(block) {
             self.partial_release_origin(block, range);

@@ -213,7 +213,7 @@ impl<T: Trust> Engine<T> {
         chunk_len(self.layout.info(block).entry.size, index) as u64
     }
 
-    fn origin_eta_ms(&self, bytes: u64) -> u64 {
+    pub(crate) fn origin_eta_ms(&self, bytes: u64) -> u64 {
         (self.origin_rtt + bytes as f64 / self.origin_rate.max(1e-3)) as u64
     }
 

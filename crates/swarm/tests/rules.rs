@@ -262,6 +262,43 @@ fn the_margin_kept_for_the_origin_follows_how_closely_it_keeps_to_its_estimate()
 }
 
 #[test]
+fn a_viewer_that_timed_the_origin_before_joining_keeps_only_the_margin_that_calls_for() {
+    // What a viewer playing from the start tells its peer about block 3: when
+    // it will give up on the peer and ask the origin, its deadline less the
+    // margin kept for the origin and the origin's own answer time.
+    let told = |sample: Option<u64>| -> u64 {
+        let mut net = net();
+        let seed = net.add(Net::config(1));
+        net.seed_all(seed);
+        let viewer = net.add(Net::config(2));
+        if let Some(took_ms) = sample {
+            // The manifest, 4 KB, fetched from the origin before joining.
+            net.nodes[viewer]
+                .engine
+                .handle_origin_sample(4_000, took_ms);
+        }
+        net.connect(seed, viewer);
+        net.run_for(100);
+        net.play(viewer, 0, PlayState::Playing);
+        net.trace
+            .iter()
+            .filter(|line| line.contains(&format!("{viewer}->{seed}")))
+            .find_map(|line| line.split_once("request 3/")?.1.split_once(" by "))
+            .map(|(_, ms)| ms.parse().expect("a deadline in ms"))
+            .expect("block 3 asked of the seed")
+    };
+    // Never timed: the whole margin, a second.
+    let untimed = told(None);
+    // Timed as estimated (the default 80 ms round trip, 1 ms for 4 KB): the
+    // shortest margin, 400 ms; peers get 600 ms more of each block's time.
+    assert_eq!(told(Some(81)) - untimed, 600);
+    // Timed a second off its estimate: the whole margin again (the answer
+    // time estimated moves by a few ms, the sample read as a slow transfer).
+    let erratic = told(Some(1_081));
+    assert!(untimed.abs_diff(erratic) < 20, "{untimed} {erratic}");
+}
+
+#[test]
 fn a_starting_viewer_tells_uploaders_how_soon_its_next_blocks_may_be_due() {
     // While it starts, a viewer plans as if its first frame came at the end of
     // the startup budget (1.8 s), the latest it may; it comes as soon as the

@@ -29,7 +29,7 @@ use crate::host::crypto::BlockKey;
 use crate::host::marks;
 use crate::host::source::{BlockSource, OriginSource};
 use crate::host::store::{BlockStore, DEFAULT_DB_NAME, StoreError};
-use crate::host::swarm::{SwarmHub, SwarmSnapshot};
+use crate::host::swarm::{OriginTiming, SwarmHub, SwarmSnapshot};
 
 /// Why a title cannot be played. The texts are what the viewer reads.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -173,14 +173,25 @@ async fn setup(
     let id = options.title_id.clone();
     // The store is opened and listed while the provider answers: a viewer
     // joining a swarm waits for both before it can say what it holds.
-    let (config, signed, licence, opened) = futures::join!(
+    // The manifest's fetch is timed: the swarm engine's first sample of how
+    // the origin keeps to its estimates, before it asks the origin anything.
+    let timed_manifest = async {
+        let asked = marks::page_ms();
+        let signed = api.manifest(&id).await;
+        (signed, marks::page_ms() - asked)
+    };
+    let (config, (signed, manifest_ms), licence, opened) = futures::join!(
         api.config(),
-        api.manifest(&id),
+        timed_manifest,
         api.licence(&id),
         open_store(&options.store_name)
     );
     let config = config.map_err(PlayerError::from_api)?;
     let signed = signed.map_err(PlayerError::from_api)?;
+    let manifest_fetch = OriginTiming {
+        bytes: signed.body.len() as u64,
+        took_ms: manifest_ms.max(0.0) as u64,
+    };
     let licence = licence.map_err(|e| match e {
         ApiError::Forbidden(why) => PlayerError::Licence(why),
         other => PlayerError::from_api(other),
@@ -234,6 +245,7 @@ async fn setup(
             stored.clone(),
             video.clone(),
             watch.on_snapshot,
+            manifest_fetch,
         )),
         (None, None) => Rc::new(OriginSource::new(api.clone())),
     };

@@ -27,15 +27,14 @@ use telly_proto::api::{ClientConfig, GrantResponse, SwarmReport};
 use telly_proto::signal::{ClientMessage, PeerId as SignalPeer};
 use telly_proto::{Manifest, Sha256Hash, SignedManifest};
 use telly_swarm::{BlockId, Config, Engine, Fetched, Layout, Millis, PeerLimits, Signed};
-use web_sys::HtmlVideoElement;
 
 mod peering;
 
 use super::faults::Faults;
 use super::signal::{SignalEvent, SignalSocket, same_origin_url};
-use super::snapshot::SnapshotFn;
 use super::source::SwarmSource;
 use super::title::{Reply, TitleSwarm};
+use super::{OriginTiming, Viewing};
 use crate::host::api::Api;
 use crate::host::busy;
 use crate::host::marks;
@@ -143,8 +142,8 @@ pub enum HubEvent {
         signed: SignedManifest,
         manifest: Rc<Manifest>,
         held: Vec<Sha256Hash>,
-        video: Option<HtmlVideoElement>,
-        on_snapshot: Option<SnapshotFn>,
+        /// Set when a player watches it (not when a held title is shared).
+        viewing: Option<Viewing>,
     },
     /// The player left the title: keep sharing it, stop fetching.
     Unwatch {
@@ -311,8 +310,7 @@ impl Hub {
         signed: SignedManifest,
         manifest: Rc<Manifest>,
         held: Vec<Sha256Hash>,
-        video: Option<HtmlVideoElement>,
-        on_snapshot: Option<SnapshotFn>,
+        viewing: Option<Viewing>,
         now: Millis,
     ) {
         let swarm = signed.swarm_id();
@@ -331,7 +329,7 @@ impl Hub {
                 upload_cap: self.shared.upload_cap.get(),
                 per_peer_upload_cap: self.shared.upload_cap.get(),
                 upload_burst_ms: UPLOAD_BURST_MS,
-                download: video.is_some(),
+                download: viewing.is_some(),
                 ..Config::default()
             };
             // The grant arrives later; until then no link is made, so the
@@ -359,9 +357,11 @@ impl Hub {
                 title.engine.handle_held_block(block);
             }
         }
-        if video.is_some() {
-            title.video = video;
-            title.on_snapshot = on_snapshot;
+        if let Some(viewing) = viewing {
+            let OriginTiming { bytes, took_ms } = viewing.manifest_fetch;
+            title.engine.handle_origin_sample(bytes, took_ms);
+            title.video = Some(viewing.video);
+            title.on_snapshot = Some(viewing.on_snapshot);
             title.engine.set_downloading(true);
             title.update_playhead(now);
         }
@@ -575,9 +575,8 @@ impl Hub {
                 signed,
                 manifest,
                 held,
-                video,
-                on_snapshot,
-            } => self.add(signed, manifest, held, video, on_snapshot, now),
+                viewing,
+            } => self.add(signed, manifest, held, viewing, now),
             HubEvent::Unwatch { swarm } => {
                 if let Some(title) = self.titles.get_mut(&swarm) {
                     title.video = None;

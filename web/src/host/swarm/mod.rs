@@ -27,6 +27,21 @@ pub use self::hub::UPLOAD_BURST_MS;
 use self::hub::{Hub, HubEvent, Shared, unlock_rtc};
 pub use self::snapshot::{RateSample, SnapshotFn, SwarmSnapshot};
 pub use self::source::SwarmSource;
+
+/// How long the origin took to answer a request of ours the engine did not
+/// make (the manifest's): its first sample of the origin's answer times.
+#[derive(Clone, Copy, Debug)]
+pub struct OriginTiming {
+    pub bytes: u64,
+    pub took_ms: u64,
+}
+
+/// What a watched title has that a shared one does not.
+pub(crate) struct Viewing {
+    pub video: HtmlVideoElement,
+    pub on_snapshot: SnapshotFn,
+    pub manifest_fetch: OriginTiming,
+}
 use crate::host::api::Api;
 use crate::host::rtc::RtcOptions;
 use crate::host::store::{BlockStore, DEFAULT_DB_NAME};
@@ -141,6 +156,7 @@ impl SwarmHub {
         held: Vec<Sha256Hash>,
         video: HtmlVideoElement,
         on_snapshot: SnapshotFn,
+        manifest_fetch: OriginTiming,
     ) -> SwarmSource {
         remember_held_title(&manifest.title_id);
         let swarm = signed.swarm_id();
@@ -148,8 +164,11 @@ impl SwarmHub {
             signed: signed.clone(),
             manifest,
             held,
-            video: Some(video),
-            on_snapshot: Some(on_snapshot),
+            viewing: Some(Viewing {
+                video,
+                on_snapshot,
+                manifest_fetch,
+            }),
         });
         SwarmSource {
             swarm,
@@ -246,8 +265,7 @@ async fn share_held_titles(api: &Api, shared: &Shared, events: &mpsc::UnboundedS
             signed,
             manifest: Rc::new(manifest),
             held,
-            video: None,
-            on_snapshot: None,
+            viewing: None,
         });
     }
 }
