@@ -252,11 +252,11 @@ impl Ev {
     }
 }
 
-/// One run of one strategy over one scenario.
 /// A manifest's size per block: an entry is three numbers and two hashes in
 /// hex, about 200 bytes of JSON.
 const MANIFEST_BYTES_PER_BLOCK: u64 = 200;
 
+/// One run of one strategy over one scenario.
 pub struct World {
     scenario: Scenario,
     strategy: Strategy,
