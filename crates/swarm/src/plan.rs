@@ -1,6 +1,7 @@
 //! Download planning: which chunk to ask of which peer, and when the origin.
 //!
-//! Rules (each has a scenario test in tests/rules.rs):
+//! Rules (each has a scenario test in tests/rules.rs, or tests/origin_link.rs
+//! for the origin's margin and its link):
 //! - Blocks are needed from the playhead to `horizon_ms` past it, plus every init
 //!   segment; a block's deadline is when the player reaches it. Until its first
 //!   frame, and while its player is behind what it holds

@@ -1,11 +1,13 @@
-//! Origin fetches over the viewer's one link: answers come one after another,
-//! so what is fetched early must not make what is due sooner late.
+//! The origin as the last resort: when a chunk goes to it (the margin kept
+//! for its answer, a peer too slow for the deadline), and its fetches over
+//! the viewer's one link, where answers come one after another, so what is
+//! fetched early must not make what is due sooner late.
 
 mod common;
 
-use common::{Net, title};
+use common::{Net, net, title};
 use telly_proto::wire::BlockId;
-use telly_swarm::{Config, Millis};
+use telly_swarm::{Config, Millis, PlayState};
 
 #[test]
 fn an_early_origin_fetch_waits_for_a_block_due_before_it() {
@@ -110,4 +112,109 @@ fn late_with_a_slowing_peer(
         late.extend(found.into_iter().map(|(block, ms)| (slows_at, block, ms)));
     }
     late
+}
+
+#[test]
+fn a_peer_too_slow_for_the_deadline_loses_the_block_to_the_origin() {
+    let mut net = net();
+    let seed = net.add(Net::config(1));
+    net.seed_all(seed);
+    net.nodes[seed].up_rate = 5.0; // 5 KB/s: a 150 KB block takes 30 s
+    let viewer = net.add(Net::config(2));
+    net.connect(seed, viewer);
+    net.run_for(100);
+    net.play(viewer, 0, PlayState::Starting);
+    net.run_for(300);
+    net.play(viewer, 0, PlayState::Playing);
+    net.run_for(25_000);
+    let now = net.now;
+    assert_eq!(
+        net.delivered(viewer),
+        net.all_blocks(),
+        "{}",
+        net.nodes[viewer].engine.describe_block(BlockId(2), now)
+    );
+    assert!(net.origin_bytes > 0);
+    // The urgent block went to the origin before its deadline.
+    let first = net.nodes[viewer]
+        .delivered
+        .iter()
+        .find(|d| d.1 == BlockId(1))
+        .unwrap();
+    assert!(
+        first.0 <= Millis(1_500),
+        "block 1 delivered at {:?}",
+        first.0
+    );
+}
+
+#[test]
+fn the_margin_kept_for_the_origin_follows_how_closely_it_keeps_to_its_estimate() {
+    // How long before each block's deadline its origin fetch was asked, for a
+    // viewer whose only peer is far too slow, while playing.
+    let leads = |jitter_ms: u64| {
+        let mut net = Net::new(title(20, 150_000));
+        net.origin_jitter_ms = jitter_ms;
+        let seed = net.add(Net::config(1));
+        net.seed_all(seed);
+        net.nodes[seed].up_rate = 5.0;
+        let viewer = net.add(Net::config(2));
+        net.connect(seed, viewer);
+        let started = net.start_then_play(viewer, 0, 300);
+        net.run_for(40_000);
+        assert_eq!(net.delivered(viewer), net.all_blocks());
+        let layout = &net.title.layout;
+        net.nodes[viewer]
+            .origin_log
+            .iter()
+            .filter(|(at, block, ..)| *at > started && !layout.info(*block).is_init)
+            .map(|(at, block, ..)| (started + layout.deadline_time(*block)).since(*at))
+            .collect::<Vec<_>>()
+    };
+    // An origin answering as estimated: peers get all but a short margin.
+    let steady = leads(0);
+    assert!(steady.iter().skip(2).all(|&lead| lead < 700), "{steady:?}");
+    // One whose answers stray by a second: the whole margin is kept.
+    let erratic = leads(1_000);
+    assert!(
+        erratic.iter().skip(2).all(|&lead| lead >= 1_000),
+        "{erratic:?}"
+    );
+}
+
+#[test]
+fn a_viewer_that_timed_the_origin_before_joining_keeps_only_the_margin_that_calls_for() {
+    // What a viewer playing from the start tells its peer about block 3: when
+    // it will give up on the peer and ask the origin, its deadline less the
+    // margin kept for the origin and the origin's own answer time.
+    let told = |sample: Option<u64>| -> u64 {
+        let mut net = net();
+        let seed = net.add(Net::config(1));
+        net.seed_all(seed);
+        let viewer = net.add(Net::config(2));
+        if let Some(took_ms) = sample {
+            // The manifest, 4 KB, fetched from the origin before joining.
+            net.nodes[viewer]
+                .engine
+                .handle_origin_sample(4_000, took_ms);
+        }
+        net.connect(seed, viewer);
+        net.run_for(100);
+        net.play(viewer, 0, PlayState::Playing);
+        net.trace
+            .iter()
+            .filter(|line| line.contains(&format!("{viewer}->{seed}")))
+            .find_map(|line| line.split_once("request 3/")?.1.split_once(" by "))
+            .map(|(_, ms)| ms.parse().expect("a deadline in ms"))
+            .expect("block 3 asked of the seed")
+    };
+    // Never timed: the whole margin, a second.
+    let untimed = told(None);
+    // Timed as estimated (the default 80 ms round trip, 1 ms for 4 KB): the
+    // shortest margin, 400 ms; peers get 600 ms more of each block's time.
+    assert_eq!(told(Some(81)) - untimed, 600);
+    // Timed a second off its estimate: the whole margin again (the answer
+    // time estimated moves by a few ms, the sample read as a slow transfer).
+    let erratic = told(Some(1_081));
+    assert!(untimed.abs_diff(erratic) < 20, "{untimed} {erratic}");
 }
