@@ -27,6 +27,9 @@ pub use self::hub::UPLOAD_BURST_MS;
 use self::hub::{Hub, HubEvent, Shared, unlock_rtc};
 pub use self::snapshot::{RateSample, SnapshotFn, SwarmSnapshot};
 pub use self::source::SwarmSource;
+use crate::host::api::Api;
+use crate::host::rtc::RtcOptions;
+use crate::host::store::{BlockStore, DEFAULT_DB_NAME};
 
 /// How long the origin took to answer a request of ours the engine did not
 /// make (the manifest's): its first sample of the origin's answer times.
@@ -42,9 +45,6 @@ pub(crate) struct Viewing {
     pub on_snapshot: SnapshotFn,
     pub manifest_fetch: OriginTiming,
 }
-use crate::host::api::Api;
-use crate::host::rtc::RtcOptions;
-use crate::host::store::{BlockStore, DEFAULT_DB_NAME};
 
 /// The upload cap when the viewer has set none: 2 × a 4 Mbit/s title.
 pub const DEFAULT_UPLOAD_CAP: u64 = 1_000_000;
