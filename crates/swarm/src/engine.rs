@@ -18,6 +18,7 @@ use crate::layout::Layout;
 use crate::message::PeerMessage;
 use crate::peer::{Peer, PeerId, Phase};
 use crate::plan::PlanScratch;
+use crate::receive::next_silence_check;
 use crate::time::Millis;
 use crate::trust::Trust;
 
@@ -561,22 +562,37 @@ impl<T: Trust> Engine<T> {
         // liveness, a scan of the peer's requests, is looked at only when it
         // could be.
         let others = self.plan_wake.min(self.upload_wake).min(self.slot_wake);
+        let step = self.config.min_request_timeout_ms;
         while let Some(Reverse((at, peer, block, chunk))) = self.expiries.peek().copied() {
             if at >= others {
                 break;
             }
-            let live = self
-                .peers
-                .get(&peer)
-                .and_then(|p| {
-                    p.find_inflight(block, chunk)
-                        .map(|i| p.inflight[i].expires == at)
-                })
-                .unwrap_or(false);
-            if live {
-                break;
+            // Arrivals only postpone a time-out: a live check that what is
+            // already known says cannot fire moves to its next step now, as it
+            // would when it came, without waking the host for nothing.
+            let moved = self.peers.get_mut(&peer).and_then(|p| {
+                let i = p
+                    .find_inflight(block, chunk)
+                    .filter(|&i| p.inflight[i].expires == at)?;
+                let quiet_since = p.last_arrival.max(p.inflight[i].sent_at);
+                let next = next_silence_check(at.0, quiet_since.0, step).map(Millis);
+                if let Some(next) = next {
+                    p.inflight[i].expires = next;
+                }
+                Some(next)
+            });
+            match moved {
+                // Live, and it may time the request out: the answer.
+                Some(None) => break,
+                Some(Some(next)) => {
+                    self.expiries.pop();
+                    self.expiries.push(Reverse((next, peer, block, chunk)));
+                }
+                // The request was answered, cancelled or re-armed.
+                None => {
+                    self.expiries.pop();
+                }
             }
-            self.expiries.pop();
         }
         let request = self.expiries.peek().map_or(Millis::NEVER, |r| r.0.0);
         let candidates = [

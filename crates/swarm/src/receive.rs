@@ -34,7 +34,7 @@ pub(crate) fn first_silence_check(timeout: u64, step: u64) -> u64 {
 /// Arrivals only postpone a time-out, so the checks before the first that
 /// could fire are skipped (re-checks of busy peers' requests were 28 % of a
 /// simulation's events).
-fn next_silence_check(now: u64, quiet_since: u64, step: u64) -> Option<u64> {
+pub(crate) fn next_silence_check(now: u64, quiet_since: u64, step: u64) -> Option<u64> {
     let fires_at = quiet_since + SILENT_TIMEOUTS * step;
     (now < fires_at).then(|| now + (fires_at - now).div_ceil(step).max(1) * step)
 }

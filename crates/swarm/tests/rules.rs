@@ -6,7 +6,7 @@ mod common;
 
 use common::{Net, net, request_or_cancel, title};
 use telly_proto::wire::{BlockId, GoodbyeReason};
-use telly_swarm::{Config, Millis, PlayState};
+use telly_swarm::{Config, Millis, PlayState, TimeoutReason};
 
 /// A peer holding the whole title, and a viewer linked to it starting to play.
 fn seed_and_starting_viewer() -> (Net, usize, usize) {
@@ -443,6 +443,31 @@ fn requests_that_time_out_are_asked_elsewhere() {
         .any(|s| s.1 == mute && s.2.starts_with("Cancel"));
     assert!(withdrawn);
     assert!(net.origin_bytes < net.title.layout.total_bytes() / 2);
+}
+
+#[test]
+fn a_peer_that_keeps_delivering_does_not_wake_the_viewer_to_check_its_requests() {
+    // Links of 1.5 s make the pipeline to the seed long: each request waits
+    // several seconds in it, past its first check, while chunks keep coming.
+    let mut net = Net::new(title(30, 150_000));
+    net.latency_ms = 1_500;
+    let seed = net.add_capped_seed(100_000, Net::config(1));
+    let viewer = net.add(Net::config(2));
+    net.connect(seed, viewer);
+    net.start_then_play(viewer, 0, 500);
+    net.run_for(70_000);
+    assert_eq!(net.delivered(viewer), net.all_blocks());
+    let stats = net.nodes[viewer].engine.stats(net.now);
+    let from_seed = stats.bytes_from_peers;
+    assert!(from_seed > 1_000_000, "the seed sent {from_seed} bytes");
+    // Nothing timed out, so no wake-up for a request check had anything to do.
+    assert_eq!(stats.requests_timed_out, 0);
+    let checks = net.nodes[viewer]
+        .wakes
+        .iter()
+        .filter(|&&why| why == TimeoutReason::Request)
+        .count();
+    assert_eq!(checks, 0);
 }
 
 #[test]

@@ -16,6 +16,7 @@ use telly_proto::wire::{self, BlockId, GoodbyeReason};
 use telly_proto::{Grant, KeyId, ProviderPublicKey, Sha256Hash, SignedGrant, merkle};
 use telly_swarm::{
     Action, Config, Engine, Fetched, Layout, Millis, PeerId, PeerMessage, PlayState, Signed,
+    TimeoutReason,
 };
 
 pub const UNIX_AT_ZERO_MS: u64 = 1_700_000_000_000;
@@ -146,6 +147,8 @@ pub struct Node {
     pub up_rate: f64,
     pub origin_log: Vec<(Millis, BlockId, u16, u16)>,
     pub sent: Vec<(Millis, usize, String)>,
+    /// Why the engine asked to be woken, at each wake-up.
+    pub wakes: Vec<TimeoutReason>,
 }
 
 impl Node {
@@ -234,6 +237,7 @@ impl Net {
             up_rate: 4_000.0,
             origin_log: Vec::new(),
             sent: Vec::new(),
+            wakes: Vec::new(),
         });
         self.nodes.len() - 1
     }
@@ -526,6 +530,8 @@ impl Net {
                 self.deliver(event);
             } else if let Some((_, n)) = next_timer {
                 let now = self.now;
+                let why = self.nodes[n].engine.last_timeout_reason();
+                self.nodes[n].wakes.push(why);
                 self.nodes[n].engine.handle_timeout(now);
                 self.pump(n);
             }
