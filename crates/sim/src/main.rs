@@ -11,6 +11,11 @@ use telly_sim::report::{Figures, plot};
 use telly_sim::scenario::Scenario;
 use telly_sim::world::Strategy;
 
+/// The simulator allocates and frees small buffers (messages, queues) by the
+/// hundred million.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     about = "Simulates a Telly swarm against an origin-only CDN and a p2p-media-loader-like baseline"
