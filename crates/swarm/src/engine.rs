@@ -4,7 +4,7 @@
 //! holds the state and the host's inputs.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -16,7 +16,7 @@ use crate::config::{Config, Stats};
 use crate::download::{OriginFetch, OriginFetches, Partial, Source};
 use crate::layout::Layout;
 use crate::message::PeerMessage;
-use crate::peer::{Peer, PeerId, Phase};
+use crate::peer::{Peer, PeerId, PeerTable, Phase};
 use crate::plan::PlanScratch;
 use crate::receive::next_silence_check;
 use crate::time::Millis;
@@ -112,7 +112,7 @@ pub struct Engine<T: Trust> {
     pub(crate) trust: T,
     pub(crate) grant: T::Grant,
     pub(crate) swarm_id: Sha256Hash,
-    pub(crate) peers: BTreeMap<PeerId, Peer>,
+    pub(crate) peers: PeerTable,
     /// Grant names of peers caught cheating: never admitted again.
     pub(crate) banned: BTreeSet<String>,
     pub(crate) have: Bitfield,
@@ -194,7 +194,7 @@ impl<T: Trust> Engine<T> {
             trust,
             grant,
             swarm_id,
-            peers: BTreeMap::new(),
+            peers: PeerTable::default(),
             banned: BTreeSet::new(),
             partial: FxHashMap::default(),
             resident: FxHashMap::default(),

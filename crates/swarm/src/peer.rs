@@ -254,3 +254,87 @@ impl Peer {
 pub fn pipeline_for(bdp: u64, chunk: u64) -> u64 {
     bdp.clamp(2 * chunk, 32 * chunk)
 }
+
+/// The engine's peers, in id order: a sorted vector rather than a tree, since
+/// a planning or serving pass walks every peer (a few dozen at most) and a
+/// walk over one block of memory is what such passes are made of; joins and
+/// departures, which shift it, are rare.
+#[derive(Debug, Default)]
+pub(crate) struct PeerTable(Vec<(PeerId, Peer)>);
+
+impl PeerTable {
+    fn find(&self, id: &PeerId) -> Result<usize, usize> {
+        self.0.binary_search_by_key(id, |(k, _)| *k)
+    }
+
+    pub fn get(&self, id: &PeerId) -> Option<&Peer> {
+        self.find(id).ok().map(|i| &self.0[i].1)
+    }
+
+    pub fn get_mut(&mut self, id: &PeerId) -> Option<&mut Peer> {
+        self.find(id).ok().map(|i| &mut self.0[i].1)
+    }
+
+    pub fn contains_key(&self, id: &PeerId) -> bool {
+        self.find(id).is_ok()
+    }
+
+    /// Adds or replaces the peer with this id, returning the one replaced.
+    pub fn insert(&mut self, id: PeerId, peer: Peer) -> Option<Peer> {
+        match self.find(&id) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, peer)),
+            Err(i) => {
+                self.0.insert(i, (id, peer));
+                None
+            }
+        }
+    }
+
+    pub fn remove(&mut self, id: &PeerId) -> Option<Peer> {
+        self.find(id).ok().map(|i| self.0.remove(i).1)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&PeerId, &Peer)> {
+        self.0.iter().map(|(id, p)| (id, p))
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&PeerId, &mut Peer)> {
+        self.0.iter_mut().map(|(id, p)| (&*id, p))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Peer> {
+        self.0.iter().map(|(_, p)| p)
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Peer> {
+        self.0.iter_mut().map(|(_, p)| p)
+    }
+}
+
+impl std::ops::Index<&PeerId> for PeerTable {
+    type Output = Peer;
+
+    fn index(&self, id: &PeerId) -> &Peer {
+        self.get(id).expect("a known peer")
+    }
+}
+
+impl<'a> IntoIterator for &'a PeerTable {
+    type Item = (&'a PeerId, &'a Peer);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (PeerId, Peer)>,
+        fn(&'a (PeerId, Peer)) -> (&'a PeerId, &'a Peer),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(id, p)| (id, p))
+    }
+}
