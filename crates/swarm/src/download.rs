@@ -96,6 +96,10 @@ pub(crate) struct Partial<T: Trust> {
     pub chunks: Vec<ChunkState<T::Chunk>>,
     pub missing: u16,
     pub unassigned: u16,
+    /// Whether the last chunk (the short one) is `Missing`: a planning pass
+    /// sums the unassigned bytes of every block nobody holds, and reading this
+    /// beside the counters spares it a load from the chunk list.
+    pub last_missing: bool,
     /// We told our peers we are receiving it (and will relay it).
     pub announced: bool,
 }
@@ -121,6 +125,7 @@ impl<T: Trust> Partial<T> {
             chunks: (0..chunks).map(|_| ChunkState::Missing).collect(),
             missing: chunks,
             unassigned: chunks,
+            last_missing: chunks > 0,
             announced: false,
         }
     }
@@ -147,6 +152,11 @@ impl<T: Trust> Partial<T> {
             }
             other => debug_assert!(false, "requesting chunk in state {other:?}"),
         }
+        self.note_last();
+    }
+
+    fn note_last(&mut self) {
+        self.last_missing = matches!(self.chunks.last(), Some(ChunkState::Missing));
     }
 
     /// The request to `peer` ended without data (timeout, reject, cancel, peer gone).
@@ -171,6 +181,7 @@ impl<T: Trust> Partial<T> {
                 _ => ChunkState::Requested { first, second },
             };
         }
+        self.note_last();
     }
 
     /// Missing → Origin for a fetch. Requested chunks in the range stay with their
@@ -180,6 +191,7 @@ impl<T: Trust> Partial<T> {
             *state = ChunkState::Origin;
             self.unassigned -= 1;
         }
+        self.note_last();
     }
 
     /// An origin fetch of `range` ended without bringing these chunks (failed,
@@ -192,6 +204,7 @@ impl<T: Trust> Partial<T> {
                 self.unassigned += 1;
             }
         }
+        self.note_last();
     }
 
     /// Keeps a verified chunk.
@@ -210,6 +223,7 @@ impl<T: Trust> Partial<T> {
                 .collect(),
         };
         self.chunks[index] = ChunkState::Got { data, from };
+        self.note_last();
         self.missing -= 1;
         if self.missing > 0 {
             return Accepted::Kept { also_asked };
@@ -236,6 +250,7 @@ impl<T: Trust> Partial<T> {
                 dropped += 1;
             }
         }
+        self.note_last();
         dropped
     }
 

@@ -33,6 +33,9 @@ impl<T: Trust> Engine<T> {
                     p.recount()
                 ));
             }
+            if p.last_missing != matches!(p.chunks.last(), Some(ChunkState::Missing)) {
+                return Err(format!("{block:?} last chunk flag {}", p.last_missing));
+            }
             if p.missing < p.chunks.len() as u16 && p.hashes.is_none() {
                 return Err(format!("{block:?} has chunks but no hashes"));
             }

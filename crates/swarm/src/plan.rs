@@ -496,7 +496,7 @@ impl<T: Trust> Engine<T> {
         let partial = &self.partial[&block];
         let last = partial.chunks.len() - 1;
         let mut bytes = u64::from(partial.unassigned) * CHUNK_SIZE as u64;
-        if matches!(partial.chunks[last], ChunkState::Missing) {
+        if partial.last_missing {
             bytes -= CHUNK_SIZE as u64 - self.chunk_bytes(block, last);
         }
         bytes
