@@ -338,3 +338,34 @@ impl<'a> IntoIterator for &'a PeerTable {
         self.0.iter().map(|(id, p)| (id, p))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(rate: f64) -> Peer {
+        Peer::new(4, rate, 50.0, Millis::ZERO)
+    }
+
+    #[test]
+    fn the_peer_table_keeps_id_order_through_joins_and_departures() {
+        let mut table = PeerTable::default();
+        for id in [7, 3, 11, 5] {
+            assert!(table.insert(PeerId(id), peer(id as f64)).is_none());
+        }
+        let ids: Vec<u64> = table.iter().map(|(id, _)| id.0).collect();
+        assert_eq!(ids, [3, 5, 7, 11]);
+        // Each id finds its own peer.
+        for id in [3, 5, 7, 11] {
+            assert_eq!(table[&PeerId(id)].rate, id as f64);
+        }
+        let replaced = table.insert(PeerId(5), peer(50.0));
+        assert_eq!(replaced.map(|p| p.rate), Some(5.0));
+        assert_eq!(table.remove(&PeerId(7)).map(|p| p.rate), Some(7.0));
+        assert!(table.remove(&PeerId(7)).is_none());
+        assert!(!table.contains_key(&PeerId(7)) && table.get(&PeerId(4)).is_none());
+        let left: Vec<(u64, f64)> = table.iter().map(|(id, p)| (id.0, p.rate)).collect();
+        assert_eq!(left, [(3, 3.0), (5, 50.0), (11, 11.0)]);
+        assert_eq!(table.len(), 3);
+    }
+}
