@@ -122,10 +122,7 @@ fn a_peer_too_slow_for_the_deadline_loses_the_block_to_the_origin() {
     net.nodes[seed].up_rate = 5.0; // 5 KB/s: a 150 KB block takes 30 s
     let viewer = net.add(Net::config(2));
     net.connect(seed, viewer);
-    net.run_for(100);
-    net.play(viewer, 0, PlayState::Starting);
-    net.run_for(300);
-    net.play(viewer, 0, PlayState::Playing);
+    net.start_then_play(viewer, 0, 300);
     net.run_for(25_000);
     let now = net.now;
     assert_eq!(

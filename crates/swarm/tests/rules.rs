@@ -175,10 +175,7 @@ fn hosts_that_hash_with_their_own_sha256_swarm_alike() {
     let viewer = net.add(Net::config(2));
     net.nodes[viewer].host_leaves = true;
     net.connect(seed, viewer);
-    net.run_for(100);
-    net.play(viewer, 0, PlayState::Starting);
-    net.run_for(1_000);
-    net.play(viewer, 0, PlayState::Playing);
+    net.start_then_play(viewer, 0, 1_000);
     net.run_for(25_000);
     assert_eq!(net.delivered(viewer), net.all_blocks());
     let stats = net.nodes[viewer].engine.stats(net.now);
@@ -282,10 +279,7 @@ fn a_peer_sending_bad_data_is_banned_and_nothing_it_sent_is_delivered() {
     net.nodes[cheat].corrupt = true;
     let viewer = net.add(Net::config(2));
     net.connect(cheat, viewer);
-    net.run_for(100);
-    net.play(viewer, 0, PlayState::Starting);
-    net.run_for(500);
-    net.play(viewer, 0, PlayState::Playing);
+    net.start_then_play(viewer, 0, 500);
     net.run_for(20_000);
     // Delivery asserts each block's SHA-256 (see common::Net::perform).
     assert_eq!(net.delivered(viewer), net.all_blocks());
@@ -402,10 +396,7 @@ fn a_peer_leaving_mid_transfer_costs_only_a_re_request() {
     let viewer = net.add(Net::config(3));
     net.connect(a, viewer);
     net.connect(b, viewer);
-    net.run_for(100);
-    net.play(viewer, 0, PlayState::Starting);
-    net.run_for(700);
-    net.play(viewer, 0, PlayState::Playing);
+    net.start_then_play(viewer, 0, 700);
     net.run_for(1_500);
     net.disconnect(a, viewer);
     net.run_for(20_000);
@@ -429,10 +420,7 @@ fn requests_that_time_out_are_asked_elsewhere() {
     let viewer = net.add(Net::config(3));
     net.connect(mute, viewer);
     net.connect(good, viewer);
-    net.run_for(100);
-    net.play(viewer, 0, PlayState::Starting);
-    net.run_for(500);
-    net.play(viewer, 0, PlayState::Playing);
+    net.start_then_play(viewer, 0, 500);
     net.run_for(25_000);
     assert_eq!(net.delivered(viewer), net.all_blocks());
     // What was asked of the mute peer was withdrawn (timeout or end-game) and
@@ -694,10 +682,7 @@ fn a_chunk_falling_due_does_not_wait_for_another_origin_fetch_of_its_block() {
     let viewer = net.add(Net::config(3));
     net.connect(mute, viewer);
     net.connect(leaver, viewer);
-    net.run_for(100);
-    net.play(viewer, 0, PlayState::Starting);
-    net.run_for(400);
-    net.play(viewer, 0, PlayState::Playing);
+    net.start_then_play(viewer, 0, 400);
     let playing_from = net.now;
     net.run_for(4_000);
     net.disconnect(leaver, viewer);
