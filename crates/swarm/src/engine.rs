@@ -18,7 +18,7 @@ use crate::layout::Layout;
 use crate::message::PeerMessage;
 use crate::peer::{Peer, PeerId, PeerTable, Phase};
 use crate::plan::PlanScratch;
-use crate::receive::next_silence_check;
+use crate::receive::RequestCheck;
 use crate::time::Millis;
 use crate::trust::Trust;
 
@@ -562,34 +562,19 @@ impl<T: Trust> Engine<T> {
         // liveness, a scan of the peer's requests, is looked at only when it
         // could be.
         let others = self.plan_wake.min(self.upload_wake).min(self.slot_wake);
-        let step = self.config.min_request_timeout_ms;
         while let Some(Reverse((at, peer, block, chunk))) = self.expiries.peek().copied() {
             if at >= others {
                 break;
             }
-            // Arrivals only postpone a time-out: a live check that what is
-            // already known says cannot fire moves to its next step now, as it
-            // would when it came, without waking the host for nothing.
-            let moved = self.peers.get_mut(&peer).and_then(|p| {
-                let i = p
-                    .find_inflight(block, chunk)
-                    .filter(|&i| p.inflight[i].expires == at)?;
-                let quiet_since = p.last_arrival.max(p.inflight[i].sent_at);
-                let next = next_silence_check(at.0, quiet_since.0, step).map(Millis);
-                if let Some(next) = next {
-                    p.inflight[i].expires = next;
-                }
-                Some(next)
-            });
-            match moved {
-                // Live, and it may time the request out: the answer.
-                Some(None) => break,
-                Some(Some(next)) => {
+            // Looked at now rather than when it comes, a check that cannot
+            // fire moves on without waking the host for nothing.
+            match self.check_request(peer, block, chunk, at, at) {
+                RequestCheck::Due => break,
+                RequestCheck::Moved(next) => {
                     self.expiries.pop();
                     self.expiries.push(Reverse((next, peer, block, chunk)));
                 }
-                // The request was answered, cancelled or re-armed.
-                None => {
+                RequestCheck::Gone => {
                     self.expiries.pop();
                 }
             }

@@ -34,9 +34,19 @@ pub(crate) fn first_silence_check(timeout: u64, step: u64) -> u64 {
 /// Arrivals only postpone a time-out, so the checks before the first that
 /// could fire are skipped (re-checks of busy peers' requests were 28 % of a
 /// simulation's events).
-pub(crate) fn next_silence_check(now: u64, quiet_since: u64, step: u64) -> Option<u64> {
+fn next_silence_check(now: u64, quiet_since: u64, step: u64) -> Option<u64> {
     let fires_at = quiet_since + SILENT_TIMEOUTS * step;
     (now < fires_at).then(|| now + (fires_at - now).div_ceil(step).max(1) * step)
+}
+
+/// What a request's check found.
+pub(crate) enum RequestCheck {
+    /// The request was answered, cancelled or its check moved already.
+    Gone,
+    /// Its peer was heard from lately: the check moved to this step.
+    Moved(Millis),
+    /// Its peer has been silent long enough: the request times out.
+    Due,
 }
 
 impl<T: Trust> Engine<T> {
@@ -312,30 +322,53 @@ impl<T: Trust> Engine<T> {
         at: Millis,
         now: Millis,
     ) {
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        let Some(i) = p.find_inflight(block, chunk) else {
-            return;
-        };
-        if p.inflight[i].expires != at {
-            return;
+        match self.check_request(peer, block, chunk, at, now) {
+            RequestCheck::Gone => {}
+            RequestCheck::Moved(next) => self.expiries.push(Reverse((next, peer, block, chunk))),
+            RequestCheck::Due => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.penalize(self.config.initial_peer_rate as f64 / 4000.0);
+                }
+                self.stats.requests_timed_out += 1;
+                self.cancel_request(peer, block, chunk);
+                self.dirty_plan = true;
+            }
         }
+    }
+
+    /// The check due `at` of a request, looked at `now` (when it comes, or
+    /// sooner: arrivals only postpone a time-out, so a check that cannot fire
+    /// on what is known now cannot fire then either). A check still to come
+    /// is moved to its next step on the request; the caller queues it.
+    pub(crate) fn check_request(
+        &mut self,
+        peer: PeerId,
+        block: BlockId,
+        chunk: u16,
+        at: Millis,
+        now: Millis,
+    ) -> RequestCheck {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return RequestCheck::Gone;
+        };
+        let Some(i) = p
+            .find_inflight(block, chunk)
+            .filter(|&i| p.inflight[i].expires == at)
+        else {
+            return RequestCheck::Gone;
+        };
         // A peer that keeps delivering is busy, not dead: its queue just runs long,
         // and the planner already asks a second peer or the origin when a deadline
         // is at risk. Only a peer silent for three timeouts loses its requests.
         let step = self.config.min_request_timeout_ms;
         let quiet_since = p.last_arrival.max(p.inflight[i].sent_at);
-        if let Some(next) = next_silence_check(now.0, quiet_since.0, step) {
-            let expires = Millis(next);
-            p.inflight[i].expires = expires;
-            self.expiries.push(Reverse((expires, peer, block, chunk)));
-            return;
+        match next_silence_check(now.0, quiet_since.0, step) {
+            Some(next) => {
+                p.inflight[i].expires = Millis(next);
+                RequestCheck::Moved(Millis(next))
+            }
+            None => RequestCheck::Due,
         }
-        p.penalize(self.config.initial_peer_rate as f64 / 4000.0);
-        self.stats.requests_timed_out += 1;
-        self.cancel_request(peer, block, chunk);
-        self.dirty_plan = true;
     }
 
     pub(crate) fn on_reject(
