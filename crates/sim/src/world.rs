@@ -504,6 +504,9 @@ impl World {
                 bytes,
                 ..
             } => {
+                if self.trace.viewer == Some(to) {
+                    eprintln!("{now} v{to} gets from the origin: {block:?} {first}.. {bytes} B");
+                }
                 if let Some(node) = self.viewers[to as usize].node.as_mut() {
                     node.origin(block, first, bytes, t);
                     self.drain(to);

@@ -18,6 +18,7 @@ mod engine;
 mod invariants;
 mod layout;
 mod message;
+mod origin;
 mod peer;
 mod plan;
 mod receive;

@@ -146,6 +146,57 @@ fn a_peer_too_slow_for_the_deadline_loses_the_block_to_the_origin() {
 }
 
 #[test]
+fn what_peers_left_of_a_block_is_asked_of_the_origin_in_one_pass() {
+    // The viewer's two peers split its blocks' chunks between them; one never
+    // answers, and both leave mid-title. Blocks are left with chunks that
+    // came and gaps on both sides of them, and no peer: every gap of a block
+    // goes to the origin at once, each gap one range. Asked a pass apart,
+    // the later gaps queued behind what that pass fetched for other blocks
+    // (at scarce upload in the simulator, 195 ms late).
+    let mut split = 0;
+    let mut apart = Vec::new();
+    for left_after in (0..4_000).step_by(400) {
+        let mut net = Net::new(title(20, 400_000));
+        let mute = net.add(Net::config(1));
+        net.seed_all(mute);
+        net.nodes[mute].mute = true;
+        let sender = net.add(Net::config(2));
+        net.seed_all(sender);
+        net.nodes[sender].up_rate = 400.0;
+        let viewer = net.add(Net::config(3));
+        net.connect(mute, viewer);
+        net.connect(sender, viewer);
+        let started = net.start_then_play(viewer, 0, 1_500);
+        net.run_for(left_after);
+        let left_at = net.now;
+        net.disconnect(mute, viewer);
+        net.disconnect(sender, viewer);
+        net.run_for(45_000);
+        assert_eq!(net.delivered(viewer), net.all_blocks());
+        assert!(net.late_deliveries(viewer, started).is_empty());
+        let mut asked: std::collections::BTreeMap<BlockId, Vec<Millis>> = Default::default();
+        for &(at, block, _, _) in &net.nodes[viewer].origin_log {
+            if at >= left_at {
+                asked.entry(block).or_default().push(at);
+            }
+        }
+        for (block, times) in asked {
+            if times.len() > 1 {
+                split += 1;
+                if times.iter().any(|&t| t != times[0]) {
+                    apart.push((left_after, block.0, times));
+                }
+            }
+        }
+    }
+    assert!(split > 0, "no block was left with gaps on both sides");
+    assert!(
+        apart.is_empty(),
+        "(left after, block, fetch times) asked in several passes: {apart:?}"
+    );
+}
+
+#[test]
 fn the_margin_kept_for_the_origin_follows_how_closely_it_keeps_to_its_estimate() {
     // How long before each block's deadline its origin fetch was asked, for a
     // viewer whose only peer is far too slow, while playing.
