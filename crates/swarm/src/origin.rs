@@ -39,7 +39,8 @@ const SPREAD_LAMBDA: f64 = 12.0;
 impl<T: Trust> Engine<T> {
     /// Seeded, per-block lead of origin fetches for blocks nobody near holds: how
     /// much earlier than needed this viewer fetches such a block, within
-    /// `room`, the time it has had the block in view.
+    /// `room`, the time it has had the block in view while playing (only a
+    /// playing viewer spreads; see `Engine::watching_since`).
     ///
     /// The lead is drawn so that few viewers fire early and most late (a
     /// truncated exponential, as in SRM's NACK suppression): among N viewers at
