@@ -157,15 +157,7 @@ fn what_peers_left_of_a_block_is_asked_of_the_origin_in_one_pass() {
     let mut apart = Vec::new();
     for left_after in (0..4_000).step_by(400) {
         let mut net = Net::new(title(20, 400_000));
-        let mute = net.add(Net::config(1));
-        net.seed_all(mute);
-        net.nodes[mute].mute = true;
-        let sender = net.add(Net::config(2));
-        net.seed_all(sender);
-        net.nodes[sender].up_rate = 400.0;
-        let viewer = net.add(Net::config(3));
-        net.connect(mute, viewer);
-        net.connect(sender, viewer);
+        let (mute, sender, viewer) = net.add_viewer_of_mute_and_answering_seeds(400.0);
         let started = net.start_then_play(viewer, 0, 1_500);
         net.run_for(left_after);
         let left_at = net.now;

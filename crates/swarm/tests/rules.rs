@@ -441,14 +441,7 @@ fn a_peer_leaving_mid_transfer_costs_only_a_re_request() {
 #[test]
 fn requests_that_time_out_are_asked_elsewhere() {
     let mut net = net();
-    let mute = net.add(Net::config(1));
-    net.seed_all(mute);
-    net.nodes[mute].mute = true;
-    let good = net.add(Net::config(2));
-    net.seed_all(good);
-    let viewer = net.add(Net::config(3));
-    net.connect(mute, viewer);
-    net.connect(good, viewer);
+    let (mute, _, viewer) = net.add_viewer_of_mute_and_answering_seeds(4_000.0);
     net.start_then_play(viewer, 0, 500);
     net.run_for(25_000);
     assert_eq!(net.delivered(viewer), net.all_blocks());
@@ -702,15 +695,7 @@ fn a_chunk_falling_due_does_not_wait_for_another_origin_fetch_of_its_block() {
     // of one block fall due one after another, each with nobody to ask.
     let mut net = Net::new(title(9, 500_000));
     net.origin_delay_ms = 2_500;
-    let mute = net.add(Net::config(1));
-    net.seed_all(mute);
-    net.nodes[mute].mute = true;
-    let leaver = net.add(Net::config(2));
-    net.seed_all(leaver);
-    net.nodes[leaver].up_rate = 300.0;
-    let viewer = net.add(Net::config(3));
-    net.connect(mute, viewer);
-    net.connect(leaver, viewer);
+    let (_, leaver, viewer) = net.add_viewer_of_mute_and_answering_seeds(300.0);
     net.start_then_play(viewer, 0, 400);
     let playing_from = net.now;
     net.run_for(4_000);

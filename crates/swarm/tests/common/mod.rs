@@ -267,6 +267,25 @@ impl Net {
         seed
     }
 
+    /// Adds two peers holding the whole title, one that never answers a
+    /// request and one whose uplink carries `up_rate` bytes per ms, and a
+    /// viewer linked to both. Returns `(mute, answering, viewer)`.
+    pub fn add_viewer_of_mute_and_answering_seeds(
+        &mut self,
+        up_rate: f64,
+    ) -> (usize, usize, usize) {
+        let mute = self.add(Net::config(1));
+        self.seed_all(mute);
+        self.nodes[mute].mute = true;
+        let answering = self.add(Net::config(2));
+        self.seed_all(answering);
+        self.nodes[answering].up_rate = up_rate;
+        let viewer = self.add(Net::config(3));
+        self.connect(mute, viewer);
+        self.connect(answering, viewer);
+        (mute, answering, viewer)
+    }
+
     /// Gives `node` these blocks, as if it had played them before.
     pub fn seed_blocks(&mut self, node: usize, blocks: &[BlockId]) {
         for &block in blocks {
