@@ -7,6 +7,8 @@
 //! their capacity, so a viewer's upload is shared among the peers it serves and
 //! congestion is real; control messages pay only latency. Content is modelled by
 //! sizes and an honesty flag ([`model`]); the engine's decisions run unchanged.
+//! A run is split into shards run side by side in short windows, and comes out
+//! the same on any number of threads (see [`world`]).
 //!
 //! For looking into a run, environment variables (all optional):
 //! `TELLY_SIM_DEBUG` prints the engines' summed stats per strategy;
@@ -36,32 +38,39 @@ pub struct Outcome {
     /// Extra Telly variants (store-and-forward when the scenario asks).
     pub variants: Vec<Figures>,
     pub series: Series,
-    /// Of the whole process: Telly and a baseline run side by side.
+    /// Of the process when Telly's run ended (before the baselines began).
+    pub telly_peak_rss_mb: f64,
+    /// Of the whole process, the baselines' runs side by side included.
     pub peak_rss_mb: f64,
 }
 
-/// Runs one strategy; `progress(virtual ms, horizon ms)`.
+/// Shards a run's viewers are split into: several per thread, so that each
+/// window's work evens out between threads (the figures do not depend on it).
+pub const SHARDS: usize = 8;
+
+/// Runs one strategy on `threads` threads; `progress(virtual ms, horizon ms)`.
 pub fn run_strategy(
     scenario: &Scenario,
     strategy: Strategy,
+    threads: usize,
     check_every: u64,
     progress: &mut dyn FnMut(u64, u64),
 ) -> (Figures, Vec<(f64, u64)>) {
     let started = Instant::now();
-    let mut world = World::new(scenario, strategy);
-    world.check_every = check_every;
+    let mut world = World::new(scenario, strategy, SHARDS);
+    world.set_check_every(check_every);
     let horizon = world.horizon_ms();
-    world.run(|now| progress(now, horizon));
+    world.run(threads, |now| progress(now, horizon));
     let records = world.records();
     let minimum = minimum_origin(&records, scenario.title_bytes());
     let figures = Figures::new(
         strategy.label(),
         scenario,
         &records,
-        world.origin_bytes,
+        world.origin_bytes(),
         minimum,
         started.elapsed().as_secs_f64(),
-        world.events,
+        world.events(),
     );
     let series = world.samples.iter().map(|s| (s.0, s.1)).collect();
     let t = &world.engine_totals;
@@ -94,11 +103,11 @@ pub fn run_strategy(
 
 /// Runs Telly and both baselines (and the relay comparison if asked). The
 /// theoretical minimum is Telly's (same arrivals and capacities in every run).
-/// Runs Telly with progress reports on this thread and the baselines (and any
-/// variant) on a second one: the machines this runs on have two cores, and the
-/// strategies share nothing.
+/// Telly runs first, alone, on `threads` threads (its wall time is a figure);
+/// then the baselines and any variant, each on a thread of its own.
 pub fn run_scenario(
     scenario: &Scenario,
+    threads: usize,
     check_every: u64,
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Outcome {
@@ -106,26 +115,30 @@ pub fn run_scenario(
     if scenario.compare_relay {
         others.push(Strategy::Telly { relay: false });
     }
-    let (telly, telly_series, others) = std::thread::scope(|scope| {
-        let background = scope.spawn(|| {
-            others
-                .into_iter()
-                .map(|strategy| {
+    let strategy = Strategy::Telly { relay: true };
+    let (telly, telly_series) = run_strategy(
+        scenario,
+        strategy,
+        threads,
+        check_every,
+        &mut |now, horizon| progress(strategy.label(), now, horizon),
+    );
+    let telly_peak_rss_mb = peak_rss_mb();
+    progress("baselines", 0, 1);
+    let others = std::thread::scope(|scope| {
+        let runs: Vec<_> = others
+            .into_iter()
+            .map(|strategy| {
+                scope.spawn(move || {
                     let (figures, series) =
-                        run_strategy(scenario, strategy, check_every, &mut |_, _| {});
+                        run_strategy(scenario, strategy, 1, check_every, &mut |_, _| {});
                     (strategy, figures, series)
                 })
-                .collect::<Vec<_>>()
-        });
-        let strategy = Strategy::Telly { relay: true };
-        let (telly, series) = run_strategy(scenario, strategy, check_every, &mut |now, horizon| {
-            progress(strategy.label(), now, horizon)
-        });
-        progress("waiting for baselines", 1, 1);
-        let others = background
-            .join()
-            .expect("the baseline thread does not panic");
-        (telly, series, others)
+            })
+            .collect();
+        runs.into_iter()
+            .map(|run| run.join().expect("a baseline's thread does not panic"))
+            .collect::<Vec<_>>()
     });
     let mut series = vec![(telly.strategy.clone(), telly_series)];
     let mut baselines = Vec::new();
@@ -146,6 +159,7 @@ pub fn run_scenario(
         baselines,
         variants,
         series,
+        telly_peak_rss_mb,
         peak_rss_mb: peak_rss_mb(),
     }
 }

@@ -32,6 +32,10 @@ struct Args {
     /// Check every engine's invariants every N events (slow; 0 = never).
     #[arg(long, default_value_t = 0)]
     check_every: u64,
+    /// Threads (and shards) for Telly's run; the figures are the same for any
+    /// count. Default: the machine's cores.
+    #[arg(long)]
+    threads: Option<usize>,
     /// Run one strategy alone and print its figures (for profiling; no report):
     /// telly, telly-store-and-forward, origin-only or p2p-media-loader-like.
     #[arg(long)]
@@ -81,10 +85,20 @@ fn main() -> Result<()> {
         .with_context(|| format!("reading {}", args.scenario.display()))?;
     let scenario =
         Scenario::parse(&text).with_context(|| format!("in {}", args.scenario.display()))?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
     if let Some(label) = &args.only {
         let strategy = Strategy::from_label(label)
             .with_context(|| format!("no strategy is called {label}"))?;
-        let (f, _) = telly_sim::run_strategy(&scenario, strategy, args.check_every, &mut |_, _| {});
+        let (f, _) = telly_sim::run_strategy(
+            &scenario,
+            strategy,
+            threads,
+            args.check_every,
+            &mut |_, _| {},
+        );
         eprintln!("{}", summary(&f));
         return Ok(());
     }
@@ -98,12 +112,16 @@ fn main() -> Result<()> {
         )
         .expect("a valid template"),
     );
-    let outcome =
-        telly_sim::run_scenario(&scenario, args.check_every, &mut |label, now, horizon| {
+    let outcome = telly_sim::run_scenario(
+        &scenario,
+        threads,
+        args.check_every,
+        &mut |label, now, horizon| {
             bar.set_prefix(label.to_string());
             bar.set_position(now.saturating_mul(1000) / horizon.max(1));
             bar.set_message(format!("{:.0} s virtual", now as f64 / 1000.0));
-        });
+        },
+    );
     bar.finish_and_clear();
 
     let t = &outcome.telly;
@@ -156,9 +174,11 @@ fn main() -> Result<()> {
         "seek_wait_p50_s": t.seek_wait_p50_s,
         "seek_wait_p95_s": t.seek_wait_p95_s,
         "wall_s": t.wall_s,
-        "peak_rss_mb": outcome.peak_rss_mb,
-        // An upper bound: the peak covers Telly and a baseline running side by side.
-        "memory_per_viewer_kb": outcome.peak_rss_mb * 1024.0 / scenario.viewers as f64,
+        "threads": threads,
+        // Telly's run comes first and alone, so the peak when it ends is its own.
+        "peak_rss_mb": outcome.telly_peak_rss_mb,
+        "memory_per_viewer_kb": outcome.telly_peak_rss_mb * 1024.0 / scenario.viewers as f64,
+        "process_peak_rss_mb": outcome.peak_rss_mb,
         "block_duration_s": scenario.block_s,
         "telly": figures_json(t),
         "baselines": baselines,

@@ -8,7 +8,7 @@ use crate::model::Modelled;
 
 /// One simulated viewer's swarm logic, driven like the engine's contract says:
 /// inputs, then drain `poll_action`, then `poll_timeout`.
-pub trait SimNode {
+pub trait SimNode: Send {
     fn connected(&mut self, peer: PeerId, now: Millis);
     fn disconnected(&mut self, peer: PeerId, now: Millis);
     fn message(&mut self, peer: PeerId, msg: PeerMessage<Modelled>, now: Millis);

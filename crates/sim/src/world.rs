@@ -11,25 +11,45 @@
 //! The origin is a CDN without a capacity limit: its bytes pay a latency and the
 //! viewer's downlink. Engines pace their own uploads to the viewer's upload
 //! capacity (their upload cap), as a browser's data channel flow control does.
+//!
+//! # Shards and windows
+//!
+//! The viewers are split into shards, each with its own event queue, run side
+//! by side on threads (a conservative parallel simulation). Nothing one viewer
+//! does reaches another sooner than `lookahead` (twice the least access
+//! latency, the shortest a message or a closed link takes), so the shards run a
+//! window of that length at a time without hearing from each other; what a
+//! viewer sends another goes to its shard's outbox, handed over between
+//! windows and queued as the next begins. What touches many viewers at once (arrivals, departures, seeks and
+//! the tracker) is a global event, run alone between windows at its own time;
+//! a window ends at the next one. The run does not depend on how many shards
+//! there are: events of one viewer at one moment keep an order fixed by the
+//! windows alone (inboxes are queued sorted by time and sender), and events
+//! of different viewers in one window touch nothing in common
+//! (`tests/scenarios.rs` checks it, record for record).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::ScopedJoinHandle;
 
 use telly_proto::manifest::{BlockEntry, MANIFEST_VERSION, Manifest, Track, TrackKind};
 use telly_proto::{KeyId, Sha256Hash};
-use telly_swarm::{
-    Action, BlockId, Config, Engine, Layout, Millis, PeerId, PeerMessage, PlayState,
-};
+use telly_swarm::{BlockId, Config, Engine, Layout, Millis, PeerMessage, PlayState};
 
 use crate::baseline::Baseline;
-use crate::model::{Modelled, ModelledGrant, hashes_wire_len};
+use crate::model::{Modelled, ModelledGrant};
 use crate::node::SimNode;
 use crate::scenario::{Arrival, Scenario};
 
+mod crew;
 mod player;
 mod queue;
+mod shard;
 mod tracker;
 
+use crew::Crew;
 use queue::Queue;
+use shard::Shard;
 
 /// Which logic the viewers run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,7 +157,7 @@ pub fn layout_for(scenario: &Scenario) -> Arc<Layout> {
 }
 
 /// What one viewer did, for the report.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct ViewerRecord {
     pub arrived_ms: u64,
     pub left_ms: u64,
@@ -194,8 +214,8 @@ impl Viewer {
     }
 }
 
+/// An event of one viewer, in its shard's queue.
 enum Ev {
-    Arrive(u32),
     /// A message, first when it reaches the receiver's downlink, which takes
     /// its `downlink` bytes in after what it holds (0: a control message,
     /// which only pays the latency), then when it is in.
@@ -225,11 +245,6 @@ enum Ev {
         viewer: u32,
         generation: u32,
     },
-    Leave(u32),
-    Seek(u32),
-    /// A Telly viewer's periodic word with the tracker (see `world::tracker`).
-    Announce(u32),
-    Sample,
 }
 
 impl Ev {
@@ -250,31 +265,93 @@ impl Ev {
             _ => None,
         }
     }
+
+    fn viewer(&self) -> u32 {
+        match *self {
+            Ev::Msg { to, .. } | Ev::Origin { to, .. } | Ev::Closed { to, .. } => to,
+            Ev::Timer { viewer, .. } | Ev::Boundary { viewer, .. } => viewer,
+        }
+    }
+}
+
+/// An event that touches more than one viewer or the tracker: run between
+/// windows, alone.
+enum Global {
+    Arrive(u32),
+    Leave(u32),
+    Seek(u32),
+    /// A Telly viewer's periodic word with the tracker (see `world::tracker`).
+    Announce(u32),
+    /// A viewer whose peers left asks the tracker for more.
+    FindPeers(u32),
+    Sample,
 }
 
 /// A manifest's size per block: an entry is three numbers and two hashes in
 /// hex, about 200 bytes of JSON.
 const MANIFEST_BYTES_PER_BLOCK: u64 = 200;
 
-/// One run of one strategy over one scenario.
-pub struct World {
+/// What every shard reads and none changes while a window runs.
+struct Shared {
     scenario: Scenario,
     strategy: Strategy,
     layout: Arc<Layout>,
-    viewers: Vec<Viewer>,
+    /// Each viewer's access latency, ms.
+    latency: Vec<f64>,
+    /// Whether each viewer is watching (set only between windows, which the
+    /// shards' threads are told of with release and acquire).
+    present: Vec<AtomicBool>,
+    /// Viewers per shard (the last may hold fewer).
+    shard_len: usize,
+    /// The least time anything one viewer does takes to reach another.
+    lookahead: u64,
+    check_every: u64,
+    trace: Trace,
+}
+
+impl Shared {
+    fn is_present(&self, viewer: u32) -> bool {
+        self.present[viewer as usize].load(Ordering::Relaxed)
+    }
+
+    fn set_present(&self, viewer: u32, present: bool) {
+        self.present[viewer as usize].store(present, Ordering::Relaxed);
+    }
+
+    fn shard_of(&self, viewer: u32) -> usize {
+        viewer as usize / self.shard_len
+    }
+
+    /// When something `from` sends at `at` (ms, fractional) reaches `to`.
+    fn reach(&self, from: u32, to: u32, at: f64, now: u64) -> u64 {
+        let latency = self.latency[from as usize] + self.latency[to as usize];
+        ((at + latency).ceil() as u64).max(now + self.lookahead)
+    }
+
+    fn block_ms(&self) -> u64 {
+        self.scenario.block_s * 1000
+    }
+
+    fn title_ms(&self) -> u64 {
+        self.scenario.blocks() * self.block_ms()
+    }
+}
+
+/// One run of one strategy over one scenario.
+pub struct World {
+    shared: Arc<Shared>,
+    shards: Vec<Shard>,
+    global: Queue<Global>,
+    /// Viewers present, in no order (the tracker samples it).
     present: Vec<u32>,
     arrivals: Vec<u32>,
-    queue: Queue,
     now: u64,
     rng: Rng,
-    pub origin_bytes: u64,
     /// (time s, cumulative origin bytes, viewers present), every 10 s.
     pub samples: Vec<(f64, u64, usize)>,
-    pub events: u64,
-    pub check_every: u64,
     /// Engine counters summed over viewers as they leave.
     pub engine_totals: telly_swarm::Stats,
-    trace: Trace,
+    global_events: u64,
 }
 
 /// Diagnostics to stderr, chosen once from the environment (reading it per event
@@ -300,13 +377,15 @@ impl Trace {
 }
 
 impl World {
-    pub fn new(scenario: &Scenario, strategy: Strategy) -> Self {
+    /// A world of `shards` shards (at least one); the run is the same for any
+    /// count, and `run` gives each shard a thread.
+    pub fn new(scenario: &Scenario, strategy: Strategy, shards: usize) -> Self {
         let layout = layout_for(scenario);
         let mut rng = Rng::new(scenario.seed);
         let bitrate_bytes = scenario.bitrate_kbps as f64 * 125.0;
         let title_ms = scenario.blocks() * scenario.block_s * 1000;
         let mut viewers = Vec::with_capacity(scenario.viewers);
-        let mut queue = Queue::default();
+        let mut global = Queue::default();
         for id in 0..scenario.viewers as u32 {
             let arrive = match scenario.arrival {
                 Arrival::Flash { window_s } => (rng.unit() * window_s as f64 * 1000.0) as u64,
@@ -350,63 +429,283 @@ impl World {
                     ..ViewerRecord::default()
                 },
             });
-            queue.push(arrive, Ev::Arrive(id));
+            global.push(arrive, Global::Arrive(id));
         }
-        queue.push(0, Ev::Sample);
+        global.push(0, Global::Sample);
+        let latency: Vec<f64> = viewers.iter().map(|v| v.latency).collect();
+        let shard_len = viewers.len().div_ceil(shards.max(1)).max(1);
+        let count = viewers.len().div_ceil(shard_len).max(1);
+        let mut shards = Vec::new();
+        let mut rest = viewers.into_iter();
+        let mut base = 0;
+        loop {
+            let viewers: Vec<Viewer> = rest.by_ref().take(shard_len).collect();
+            if viewers.is_empty() && !shards.is_empty() {
+                break;
+            }
+            let len = viewers.len() as u32;
+            shards.push(Shard::new(base, viewers, count));
+            base += len;
+        }
         Self {
-            scenario: scenario.clone(),
-            strategy,
-            layout,
-            viewers,
+            shared: Arc::new(Shared {
+                scenario: scenario.clone(),
+                strategy,
+                layout,
+                present: latency.iter().map(|_| AtomicBool::new(false)).collect(),
+                latency,
+                shard_len,
+                lookahead: (2.0 * scenario.latency_ms.min).floor().max(1.0) as u64,
+                check_every: 0,
+                trace: Trace::from_env(),
+            }),
+            shards,
+            global,
             present: Vec::new(),
             arrivals: Vec::new(),
-            queue,
             now: 0,
             rng,
-            origin_bytes: 0,
             samples: Vec::new(),
-            events: 0,
-            check_every: 0,
             engine_totals: telly_swarm::Stats::default(),
-            trace: Trace::from_env(),
+            global_events: 0,
         }
     }
 
     pub fn layout(&self) -> &Arc<Layout> {
-        &self.layout
+        &self.shared.layout
     }
 
     pub fn now_ms(&self) -> u64 {
         self.now
     }
 
+    /// Check every engine's invariants every N events of a shard (0: never).
+    pub fn set_check_every(&mut self, events: u64) {
+        Arc::get_mut(&mut self.shared)
+            .expect("set before the run")
+            .check_every = events;
+    }
+
+    pub fn events(&self) -> u64 {
+        self.global_events + self.shards.iter().map(|s| s.events).sum::<u64>()
+    }
+
+    pub fn origin_bytes(&self) -> u64 {
+        self.shards.iter().map(|s| s.origin_bytes).sum()
+    }
+
     /// When the last viewer will be gone, at the latest (for progress bars).
     pub fn horizon_ms(&self) -> u64 {
-        let title_ms = self.scenario.blocks() * self.scenario.block_s * 1000;
         let last = self
-            .viewers
+            .shards
             .iter()
+            .flat_map(|s| &s.viewers)
             .map(|v| v.record.arrived_ms)
             .max()
             .unwrap_or(0);
-        last + title_ms + self.scenario.linger_s * 1000
+        last + self.shared.title_ms() + self.shared.scenario.linger_s * 1000
     }
 
-    fn push(&mut self, at: u64, ev: Ev) {
-        self.queue.push(at, ev);
+    fn viewer(&self, id: u32) -> &Viewer {
+        let shard = &self.shards[self.shared.shard_of(id)];
+        &shard.viewers[(id - shard.base) as usize]
+    }
+
+    fn viewer_mut(&mut self, id: u32) -> &mut Viewer {
+        let shard = &mut self.shards[self.shared.shard_of(id)];
+        &mut shard.viewers[(id - shard.base) as usize]
+    }
+
+    /// Lets viewer `id` act on what it was just told (between windows).
+    fn drain(&mut self, id: u32) {
+        let shard = self.shared.shard_of(id);
+        self.shards[shard].drain(&self.shared, id);
+    }
+
+    /// Runs until no event is left on `threads` threads (this one and
+    /// helpers); `progress` gets the virtual time now and then.
+    pub fn run(&mut self, threads: usize, mut progress: impl FnMut(u64)) {
+        let crew = Crew::new(self.shards.len(), threads);
+        std::thread::scope(|scope| {
+            let helpers: Vec<_> = crew
+                .helpers()
+                .map(|me| {
+                    let shared = Arc::clone(&self.shared);
+                    let crew = &crew;
+                    scope.spawn(move || crew.serve(me, &shared))
+                })
+                .collect();
+            self.run_windows(&crew, &helpers, &mut progress);
+            crew.stop();
+        });
+        let now = self.now;
+        for id in 0..self.shared.present.len() as u32 {
+            if self.shared.is_present(id) {
+                self.leave(id, now);
+            }
+        }
+    }
+
+    /// Windows one after another: the global events at its start, then every
+    /// shard's events up to its end, then what they sent each other.
+    fn run_windows(
+        &mut self,
+        crew: &Crew,
+        helpers: &[ScopedJoinHandle<'_, ()>],
+        progress: &mut dyn FnMut(u64),
+    ) {
+        let mut reported = 0;
+        let mut window = 0;
+        loop {
+            let local = self.shards.iter().filter_map(|s| s.next_at).min();
+            let mailed = self.shards.iter().map(|s| s.outbox_first).min();
+            let Some(start) = local
+                .into_iter()
+                .chain(mailed.filter(|&at| at < u64::MAX))
+                .chain(self.global.next_at())
+                .min()
+            else {
+                break;
+            };
+            self.now = start;
+            while let Some((at, ev)) = self.global.pop_before(start + 1) {
+                self.now = at;
+                for shard in &mut self.shards {
+                    shard.now = at;
+                }
+                self.global_events += 1;
+                self.handle_global(ev);
+            }
+            self.hand_over_mail();
+            let end =
+                (start + self.shared.lookahead).min(self.global.next_at().unwrap_or(u64::MAX));
+            window += 1;
+            if helpers.is_empty() {
+                for shard in &mut self.shards {
+                    shard.run_window(&self.shared, end);
+                }
+            } else {
+                crew.run(&mut self.shards, &self.shared, window, end, helpers);
+            }
+            self.queue_raised();
+            let events = self.events();
+            if events / 65_536 != reported {
+                reported = events / 65_536;
+                progress(end);
+            }
+        }
+    }
+
+    /// Hands each outbox to the inbox of the shard it is for (the vectors
+    /// change places, their events stay put).
+    fn hand_over_mail(&mut self) {
+        let count = self.shards.len();
+        for from in 0..count {
+            self.shards[from].outbox_first = u64::MAX;
+            for to in 0..count {
+                let mail = std::mem::take(&mut self.shards[from].outbox[to]);
+                let inbox = &mut self.shards[to].inbox[from];
+                debug_assert!(inbox.is_empty(), "an inbox is queued every window");
+                let spare = std::mem::replace(inbox, mail);
+                self.shards[from].outbox[to] = spare;
+            }
+        }
+    }
+
+    /// Puts the global events the shards raised in the global queue, in
+    /// (time, viewer) order whatever the shards.
+    fn queue_raised(&mut self) {
+        let mut raised = Vec::new();
+        for shard in &mut self.shards {
+            raised.append(&mut shard.raised);
+        }
+        raised.sort_by_key(|(at, from, _)| (*at, *from));
+        for (at, _, ev) in raised {
+            self.global.push(at, ev);
+        }
+    }
+
+    pub fn records(&self) -> Vec<ViewerRecord> {
+        self.shards
+            .iter()
+            .flat_map(|s| &s.viewers)
+            .map(|v| v.record.clone())
+            .collect()
+    }
+
+    fn handle_global(&mut self, ev: Global) {
+        let now = self.now;
+        match ev {
+            Global::Arrive(id) => self.arrive(id),
+            Global::Leave(id) => {
+                if self.shared.is_present(id) {
+                    self.leave(id, now);
+                }
+            }
+            Global::Seek(id) => self.seek(id),
+            Global::Announce(id) => self.announce(id),
+            Global::FindPeers(id) => {
+                if self.viewer(id).peers.len() < self.shared.scenario.peers / 2 {
+                    self.find_peers(id);
+                }
+            }
+            Global::Sample => {
+                let origin = self.origin_bytes();
+                self.samples
+                    .push((now as f64 / 1000.0, origin, self.present.len()));
+                let more =
+                    !self.global.is_empty() || self.shards.iter().any(|s| !s.queue.is_empty());
+                if more {
+                    self.global.push(now + 10_000, Global::Sample);
+                }
+            }
+        }
+    }
+
+    fn arrive(&mut self, id: u32) {
+        let node = self.new_node(id);
+        let now = self.now;
+        self.shared.set_present(id, true);
+        let v = self.viewer_mut(id);
+        v.node = Some(node);
+        v.position_at = now;
+        let (leave_at, seek_at) = (v.leave_at, v.seek_at);
+        if let Some(at) = leave_at {
+            self.global.push(at, Global::Leave(id));
+        }
+        if let Some((at, _)) = seek_at {
+            self.global.push(at, Global::Seek(id));
+        }
+        if self.shared.strategy != Strategy::OriginOnly {
+            self.find_peers(id);
+        }
+        if matches!(self.shared.strategy, Strategy::Telly { .. }) {
+            self.global
+                .push(now + tracker::ANNOUNCE_MS, Global::Announce(id));
+        }
+        self.present.push(id);
+        self.arrivals.push(id);
+        self.viewer_mut(id)
+            .node
+            .as_mut()
+            .expect("just arrived")
+            .playhead(0, PlayState::Starting, Millis(now));
+        self.drain(id);
     }
 
     fn new_node(&mut self, id: u32) -> Box<dyn SimNode> {
-        let v = &self.viewers[id as usize];
+        let shared = &self.shared;
+        let v = self.viewer(id);
         let upload = (v.up * 1000.0) as u64;
-        match self.strategy {
+        let scenario = &shared.scenario;
+        match shared.strategy {
             Strategy::P2pmlLike => Box::new(Baseline::new(
-                self.layout.clone(),
+                shared.layout.clone(),
                 upload,
-                self.scenario.seed ^ u64::from(id) << 20,
+                scenario.seed ^ u64::from(id) << 20,
             )),
             Strategy::Telly { .. } | Strategy::OriginOnly => {
-                let knobs = &self.scenario.engine;
+                let knobs = &scenario.engine;
                 let defaults = Config::default();
                 let config = Config {
                     urgent_window_ms: knobs.urgent_window_ms.unwrap_or(defaults.urgent_window_ms),
@@ -421,13 +720,13 @@ impl World {
                     min_request_timeout_ms: knobs
                         .min_request_timeout_ms
                         .unwrap_or(defaults.min_request_timeout_ms),
-                    seed: self.scenario.seed.wrapping_mul(1_000_003) ^ u64::from(id),
+                    seed: scenario.seed.wrapping_mul(1_000_003) ^ u64::from(id),
                     upload_cap: upload,
                     per_peer_upload_cap: upload.div_ceil(2).max(1),
-                    origin_rtt_ms: self.scenario.origin_latency_ms * 2,
+                    origin_rtt_ms: scenario.origin_latency_ms * 2,
                     origin_rate: (v.down * 1000.0) as u64,
-                    peer_to_peer: self.strategy != Strategy::OriginOnly,
-                    relay_partial: self.strategy == Strategy::Telly { relay: true },
+                    peer_to_peer: shared.strategy != Strategy::OriginOnly,
+                    relay_partial: shared.strategy == Strategy::Telly { relay: true },
                     ..Config::default()
                 };
                 let grant = ModelledGrant {
@@ -436,287 +735,20 @@ impl World {
                 };
                 let mut engine = Engine::new(
                     config,
-                    self.layout.clone(),
+                    shared.layout.clone(),
                     Modelled,
                     grant,
-                    Sha256Hash::of(self.scenario.name.as_bytes()),
+                    Sha256Hash::of(scenario.name.as_bytes()),
                 );
                 // The page fetched the manifest from the origin before joining
                 // (outside the modelled time, as its licence is), and the tab
                 // hands the engine that fetch's timing.
-                let manifest_bytes = MANIFEST_BYTES_PER_BLOCK * self.layout.len() as u64;
-                let took = 2.0 * self.scenario.origin_latency_ms as f64
+                let manifest_bytes = MANIFEST_BYTES_PER_BLOCK * shared.layout.len() as u64;
+                let took = 2.0 * scenario.origin_latency_ms as f64
                     + v.latency
                     + manifest_bytes as f64 / v.down.max(1e-3);
                 engine.handle_origin_sample(manifest_bytes, took.ceil() as u64);
                 Box::new(engine)
-            }
-        }
-    }
-
-    /// Runs until no event is left; `progress` gets the virtual time now and then.
-    pub fn run(&mut self, mut progress: impl FnMut(u64)) {
-        while let Some((at, ev)) = self.queue.pop() {
-            self.now = at;
-            self.events += 1;
-            if self.events.is_multiple_of(65_536) {
-                progress(self.now);
-            }
-            self.handle(ev);
-        }
-        let now = self.now;
-        for id in 0..self.viewers.len() as u32 {
-            if self.viewers[id as usize].node.is_some() {
-                self.leave(id, now);
-            }
-        }
-    }
-
-    pub fn records(&self) -> Vec<ViewerRecord> {
-        self.viewers.iter().map(|v| v.record.clone()).collect()
-    }
-
-    fn handle(&mut self, mut ev: Ev) {
-        if let Some((to, bytes)) = ev.pass_downlink() {
-            let at = self.take_in(to, bytes);
-            return self.push(at, ev);
-        }
-        let now = self.now;
-        let t = Millis(now);
-        match ev {
-            Ev::Arrive(id) => self.arrive(id),
-            Ev::Msg { to, from, msg, .. } => {
-                if self.trace.viewer == Some(to) {
-                    eprintln!(
-                        "{now} v{to} gets from {from}: {}",
-                        format!("{msg:?}").chars().take(150).collect::<String>()
-                    );
-                }
-                if let Some(node) = self.viewers[to as usize].node.as_mut() {
-                    node.message(PeerId(u64::from(from)), msg, t);
-                    self.drain(to);
-                }
-            }
-            Ev::Origin {
-                to,
-                block,
-                first,
-                bytes,
-                ..
-            } => {
-                if self.trace.viewer == Some(to) {
-                    eprintln!("{now} v{to} gets from the origin: {block:?} {first}.. {bytes} B");
-                }
-                if let Some(node) = self.viewers[to as usize].node.as_mut() {
-                    node.origin(block, first, bytes, t);
-                    self.drain(to);
-                }
-            }
-            Ev::Closed { to, from } => {
-                let v = &mut self.viewers[to as usize];
-                if let Some(node) = v.node.as_mut() {
-                    node.disconnected(PeerId(u64::from(from)), t);
-                    v.forget(from);
-                    self.drain(to);
-                    if self.viewers[to as usize].peers.len() < self.scenario.peers / 2 {
-                        self.find_peers(to);
-                    }
-                }
-            }
-            Ev::Timer { viewer, at } => {
-                let v = &mut self.viewers[viewer as usize];
-                if v.timer_at != at {
-                    return;
-                }
-                v.timer_at = u64::MAX;
-                if let Some(node) = v.node.as_mut() {
-                    node.timeout(t);
-                    self.drain(viewer);
-                }
-            }
-            Ev::Boundary { viewer, generation } => self.boundary(viewer, generation),
-            Ev::Leave(id) => {
-                if self.viewers[id as usize].node.is_some() {
-                    self.leave(id, now);
-                }
-            }
-            Ev::Seek(id) => self.seek(id),
-            Ev::Announce(id) => self.announce(id),
-            Ev::Sample => {
-                self.samples
-                    .push((now as f64 / 1000.0, self.origin_bytes, self.present.len()));
-                if !self.queue.is_empty() {
-                    self.push(now + 10_000, Ev::Sample);
-                }
-            }
-        }
-    }
-
-    fn arrive(&mut self, id: u32) {
-        let node = self.new_node(id);
-        let now = self.now;
-        let v = &mut self.viewers[id as usize];
-        v.node = Some(node);
-        v.position_at = now;
-        if let Some(at) = v.leave_at {
-            self.push(at, Ev::Leave(id));
-        }
-        if let Some((at, _)) = self.viewers[id as usize].seek_at {
-            self.push(at, Ev::Seek(id));
-        }
-        if self.strategy != Strategy::OriginOnly {
-            self.find_peers(id);
-        }
-        if matches!(self.strategy, Strategy::Telly { .. }) {
-            self.push(now + tracker::ANNOUNCE_MS, Ev::Announce(id));
-        }
-        self.present.push(id);
-        self.arrivals.push(id);
-        let v = &mut self.viewers[id as usize];
-        v.node
-            .as_mut()
-            .expect("just arrived")
-            .playhead(0, PlayState::Starting, Millis(now));
-        self.drain(id);
-    }
-
-    /// When bytes reaching viewer `to`'s downlink now are in, after what it
-    /// is already taking in.
-    fn take_in(&mut self, to: u32, bytes: f64) -> u64 {
-        let r = &mut self.viewers[to as usize];
-        let arrive = r.down_free.max(self.now as f64) + bytes / r.down;
-        r.down_free = arrive;
-        arrive.ceil() as u64
-    }
-
-    fn drain(&mut self, id: u32) {
-        let now = self.now;
-        // A timer that fell due while this input was handled runs now, as a
-        // tab's zero-delay timer would, not a millisecond late. Once: a timer
-        // still due after it ran waits for the next millisecond.
-        let mut ran_due_timer = false;
-        let next_timeout = loop {
-            loop {
-                let Some(node) = self.viewers[id as usize].node.as_mut() else {
-                    return;
-                };
-                let Some(action) = node.poll_action(Millis(now)) else {
-                    break;
-                };
-                self.perform(id, action);
-            }
-            let Some(node) = self.viewers[id as usize].node.as_mut() else {
-                return;
-            };
-            match node.poll_timeout() {
-                Some(at) if at.0 <= now && !ran_due_timer => {
-                    ran_due_timer = true;
-                    node.timeout(Millis(now));
-                }
-                // Nothing runs between here and arming the timer.
-                next => break next,
-            }
-        };
-        let v = &mut self.viewers[id as usize];
-        let Some(node) = v.node.as_mut() else {
-            return;
-        };
-        if self.check_every > 0 && self.events.is_multiple_of(self.check_every) {
-            node.check_invariants();
-        }
-        if let Some(at) = next_timeout {
-            let at = at.0.max(now + 1);
-            if at != v.timer_at {
-                v.timer_at = at;
-                self.push(at, Ev::Timer { viewer: id, at });
-            }
-        }
-    }
-
-    fn perform(&mut self, id: u32, action: Action<Modelled>) {
-        let now = self.now;
-        if self.trace.viewer == Some(id) {
-            eprintln!(
-                "{now} v{id} does {}",
-                format!("{action:?}").chars().take(150).collect::<String>()
-            );
-        }
-        match action {
-            Action::Send { peer, msg } => {
-                let to = peer.0 as u32;
-                if self.viewers[to as usize].node.is_none() {
-                    return;
-                }
-                let size = msg.wire_len(hashes_wire_len) as f64;
-                if let PeerMessage::Chunk { data, .. } = &msg {
-                    self.viewers[id as usize].record.uploaded += u64::from(data.len);
-                    self.viewers[to as usize].record.from_peers += u64::from(data.len);
-                }
-                let latency = self.viewers[id as usize].latency + self.viewers[to as usize].latency;
-                let (depart, downlink) = if size >= 1024.0 {
-                    let s = &mut self.viewers[id as usize];
-                    let depart = s.up_free.max(now as f64) + size / s.up.max(1e-3);
-                    s.up_free = depart;
-                    (depart, size as u32)
-                } else {
-                    (now as f64, 0)
-                };
-                self.push(
-                    (depart + latency).ceil() as u64,
-                    Ev::Msg {
-                        to,
-                        from: id,
-                        msg,
-                        downlink,
-                    },
-                );
-            }
-            Action::FetchFromOrigin {
-                block,
-                first,
-                count,
-            } => {
-                if self.trace.origin
-                    && let Some(node) = self.viewers[id as usize].node.as_ref()
-                {
-                    eprintln!(
-                        "{now} viewer {id} origin {first}+{count}: {} peers={} sources={:?}",
-                        node.describe_block(block, Millis(now)),
-                        self.viewers[id as usize].peers.len(),
-                        node.sources(Millis(now))
-                    );
-                }
-                let size = self.layout.info(block).entry.size;
-                let bytes: u64 = (first..first + count)
-                    .map(|i| telly_proto::wire::chunk_len(size, usize::from(i)) as u64)
-                    .sum();
-                self.origin_bytes += bytes;
-                let origin_latency = self.scenario.origin_latency_ms as f64;
-                let v = &mut self.viewers[id as usize];
-                v.record.from_origin += bytes;
-                let reach = now as f64 + 2.0 * origin_latency + v.latency;
-                let origin = Ev::Origin {
-                    to: id,
-                    block,
-                    first,
-                    bytes,
-                    through: false,
-                };
-                self.push(reach.ceil() as u64, origin);
-            }
-            Action::Load { block } => {
-                let size = self.layout.info(block).entry.size;
-                if let Some(node) = self.viewers[id as usize].node.as_mut() {
-                    node.loaded(block, size, Millis(now));
-                }
-            }
-            Action::Store { .. } => {}
-            Action::Deliver { block } => self.delivered(id, block),
-            Action::Disconnect { peer, .. } => {
-                let to = peer.0 as u32;
-                self.viewers[id as usize].forget(to);
-                let at = now + self.viewers[id as usize].latency as u64 + 1;
-                self.push(at, Ev::Closed { to, from: id });
             }
         }
     }

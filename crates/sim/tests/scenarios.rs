@@ -6,14 +6,14 @@
 use telly_sim::report::Figures;
 use telly_sim::run_strategy;
 use telly_sim::scenario::Scenario;
-use telly_sim::world::Strategy;
+use telly_sim::world::{Strategy, World};
 
 fn scenario(text: &str) -> Scenario {
     Scenario::parse(text).expect("test scenarios parse")
 }
 
 fn run(s: &Scenario, strategy: Strategy) -> Figures {
-    run_strategy(s, strategy, 5_000, &mut |_, _| {}).0
+    run_strategy(s, strategy, 1, 5_000, &mut |_, _| {}).0
 }
 
 const SMALL_FLASH: &str = r#"
@@ -123,6 +123,43 @@ seek = 0.5
         "{telly:?}"
     );
     assert_eq!(telly.rebuffer_count, 0, "{telly:?}");
+}
+
+#[test]
+fn a_run_is_the_same_whatever_the_shards_and_threads_that_run_it() {
+    // Arrivals, departures mid-title and seeks are global events between
+    // windows; messages cross shards through outboxes.
+    let s = scenario(
+        r#"
+name = "test-shards"
+viewers = 60
+title_s = 60
+arrival = { kind = "staggered", over_s = 40 }
+upload_x_bitrate = { min = 0.5, max = 2.0 }
+churn = 0.2
+seek = 0.2
+"#,
+    );
+    let run = |shards: usize, threads: usize| {
+        let mut world = World::new(&s, Strategy::Telly { relay: true }, shards);
+        world.set_check_every(1_000);
+        world.run(threads, |_| {});
+        (world.records(), world.origin_bytes(), world.events())
+    };
+    let alone = run(1, 1);
+    let (records, origin, events) = &alone;
+    assert!(*origin > 0 && *events > 10_000, "{origin} {events}");
+    assert!(records.iter().any(|r| r.seek_wait_ms.is_some()));
+    assert!(records.iter().any(|r| r.left_ms < r.arrived_ms + 50_000));
+    for (shards, threads) in [(2, 1), (3, 2), (8, 2), (7, 3)] {
+        let other = run(shards, threads);
+        assert!(
+            other == alone,
+            "{shards} shards on {threads} threads: origin {} against {origin}, {} events against {events}",
+            other.1,
+            other.2
+        );
+    }
 }
 
 #[test]

@@ -3,39 +3,34 @@
 
 use telly_swarm::{BlockId, Millis, PlayState};
 
-use super::{Ev, World};
+use super::shard::Shard;
+use super::{Ev, Global, Shared, World};
 
-impl World {
-    pub(super) fn block_ms(&self) -> u64 {
-        self.scenario.block_s * 1000
-    }
-
-    pub(super) fn title_ms(&self) -> u64 {
-        self.scenario.blocks() * self.block_ms()
-    }
-
+impl Shared {
     /// The flat id of the media block playing at `position` (the init is id 0).
-    pub(super) fn block_at(&self, position: u64) -> usize {
+    fn block_at(&self, position: u64) -> usize {
         1 + (position / self.block_ms()) as usize
     }
+}
 
-    pub(super) fn delivered(&mut self, id: u32, block: BlockId) {
-        let block_bytes = self.layout.info(block).entry.size;
-        let v = &mut self.viewers[id as usize];
+impl Shard {
+    pub(super) fn delivered(&mut self, sh: &Shared, id: u32, block: BlockId) {
+        let block_bytes = sh.layout.info(block).entry.size;
+        let v = self.viewer_mut(id);
         if !v.delivered[block.0 as usize] {
             v.delivered[block.0 as usize] = true;
             v.record.demand_bytes += block_bytes;
         }
         if matches!(v.state, PlayState::Starting | PlayState::Stalled) {
-            self.try_play(id);
+            self.try_play(sh, id);
         }
     }
 
     /// Starts or resumes playback when the init and the current block are there.
-    pub(super) fn try_play(&mut self, id: u32) {
+    pub(super) fn try_play(&mut self, sh: &Shared, id: u32) {
         let now = self.now;
-        let needed = self.block_at(self.viewers[id as usize].position);
-        let v = &mut self.viewers[id as usize];
+        let needed = sh.block_at(self.viewer(id).position);
+        let v = self.viewer_mut(id);
         if !(v.delivered[0] && v.delivered.get(needed).copied().unwrap_or(true)) {
             return;
         }
@@ -58,22 +53,21 @@ impl World {
         if let Some(node) = v.node.as_mut() {
             node.playhead(position, PlayState::Playing, Millis(now));
         }
-        let to_boundary = self.block_ms() - position % self.block_ms();
-        self.push(
+        let to_boundary = sh.block_ms() - position % sh.block_ms();
+        self.queue.push(
             now + to_boundary,
             Ev::Boundary {
                 viewer: id,
                 generation,
             },
         );
-        self.drain(id);
+        self.drain(sh, id);
     }
 
-    pub(super) fn boundary(&mut self, id: u32, generation: u32) {
+    pub(super) fn boundary(&mut self, sh: &Shared, id: u32, generation: u32) {
         let now = self.now;
-        let block_ms = self.block_ms();
-        let title_ms = self.title_ms();
-        let v = &mut self.viewers[id as usize];
+        let block_ms = sh.block_ms();
+        let v = self.viewer_mut(id);
         if v.player_gen != generation || v.state != PlayState::Playing || v.node.is_none() {
             return;
         }
@@ -81,15 +75,14 @@ impl World {
         v.record.played_ms += now - v.position_at;
         v.position = position;
         v.position_at = now;
-        if position >= title_ms {
+        if position >= sh.title_ms() {
             v.state = PlayState::Paused;
-            let at = now + self.scenario.linger_s * 1000;
-            self.push(at, Ev::Leave(id));
+            self.raise(now + sh.scenario.linger_s * 1000, id, Global::Leave(id));
             return;
         }
         let needed = 1 + (position / block_ms) as usize;
         if v.delivered[needed] {
-            self.push(
+            self.queue.push(
                 now + block_ms,
                 Ev::Boundary {
                     viewer: id,
@@ -100,7 +93,7 @@ impl World {
             v.state = PlayState::Stalled;
             v.stall_since = Some(now);
             v.record.stalls += 1;
-            if self.trace.stalls
+            if sh.trace.stalls
                 && let Some(node) = v.node.as_ref()
             {
                 eprintln!(
@@ -111,14 +104,16 @@ impl World {
             if let Some(node) = v.node.as_mut() {
                 node.playhead(position, PlayState::Stalled, Millis(now));
             }
-            self.drain(id);
+            self.drain(sh, id);
         }
     }
+}
 
+impl World {
     pub(super) fn seek(&mut self, id: u32) {
         let now = self.now;
-        let block_ms = self.block_ms();
-        let v = &mut self.viewers[id as usize];
+        let block_ms = self.shared.block_ms();
+        let v = self.viewer_mut(id);
         let Some((_, to)) = v.seek_at else {
             return;
         };
@@ -139,11 +134,12 @@ impl World {
         self.drain(id);
         // As a tab does: its peers are near where it was, not where it is.
         self.find_peers(id);
-        self.try_play(id);
+        let shard = self.shared.shard_of(id);
+        self.shards[shard].try_play(&self.shared, id);
     }
 
     pub(super) fn leave(&mut self, id: u32, now: u64) {
-        let v = &mut self.viewers[id as usize];
+        let v = self.viewer_mut(id);
         if v.state == PlayState::Playing {
             v.record.played_ms += now - v.position_at;
         }
@@ -163,15 +159,19 @@ impl World {
             t.planning_passes += stats.planning_passes;
             t.serving_passes += stats.serving_passes;
         }
-        let v = &mut self.viewers[id as usize];
+        self.shared.set_present(id, false);
+        let v = self.viewer_mut(id);
         v.node = None;
         v.record.left_ms = now;
         let peers = std::mem::take(&mut v.peers);
         v.dialled.clear();
         for peer in peers {
-            self.viewers[peer as usize].forget(id);
-            let at = now + self.viewers[id as usize].latency as u64 + 1;
-            self.push(at, Ev::Closed { to: peer, from: id });
+            self.viewer_mut(peer).forget(id);
+            let at = self.shared.reach(id, peer, now as f64, now);
+            let shard = self.shared.shard_of(peer);
+            self.shards[shard]
+                .queue
+                .push(at, Ev::Closed { to: peer, from: id });
         }
         if let Some(i) = self.present.iter().position(|p| *p == id) {
             self.present.swap_remove(i);

@@ -17,7 +17,7 @@ use telly_proto::signal::{HaveSummary, PeerId as SignalPeer};
 use telly_signalling::tracker::{self, TrackerConfig};
 use telly_swarm::{Millis, PeerId, PeerLimits, PlayState};
 
-use super::{Strategy, World};
+use super::{Global, Strategy, World};
 
 /// Viewers the tracker looks at per answer.
 const SAMPLE: usize = 128;
@@ -29,33 +29,35 @@ pub(super) const ANNOUNCE_MS: u64 = 5_000;
 impl World {
     /// Gives `id` peers up to the scenario's count; never full viewers or duplicates.
     pub(super) fn find_peers(&mut self, id: u32) {
-        match self.strategy {
+        match self.shared.strategy {
             Strategy::Telly { .. } => self.find_useful_peers(id),
             Strategy::OriginOnly | Strategy::P2pmlLike => self.find_nearby_peers(id),
         }
     }
 
     pub(super) fn announce(&mut self, id: u32) {
-        if self.viewers[id as usize].node.is_none() {
+        if !self.shared.is_present(id) {
             return;
         }
         self.find_peers(id);
-        self.push(self.now + ANNOUNCE_MS, super::Ev::Announce(id));
+        self.global
+            .push(self.now + ANNOUNCE_MS, Global::Announce(id));
     }
 
     /// Asks for as many sources as the viewer lacks, within its peer limit.
     fn find_useful_peers(&mut self, id: u32) {
         let limits = PeerLimits {
-            target: self.scenario.peers,
-            max: self.scenario.max_peers,
+            target: self.shared.scenario.peers,
+            max: self.shared.scenario.max_peers,
         };
-        let v = &mut self.viewers[id as usize];
+        let now = Millis(self.now);
+        let v = self.viewer_mut(id);
         let links = v.peers.len();
         let Some(node) = v.node.as_mut() else {
             return;
         };
-        let room = node.peers_to_find(links, limits, Millis(self.now));
-        let stranded = node.stranded(Millis(self.now));
+        let room = node.peers_to_find(links, limits, now);
+        let stranded = node.stranded(now);
         // Followers it let go leave now, as a tab closes their channels.
         self.drain(id);
         if room == 0 {
@@ -112,7 +114,7 @@ impl World {
     /// Whether a viewer with every place taken could let an idle peer go for
     /// one more, as a full tab does when an offer comes (`Engine::make_room`).
     fn may_make_room(&self, other: u32) -> bool {
-        let o = &self.viewers[other as usize];
+        let o = self.viewer(other);
         o.node
             .as_ref()
             .is_some_and(|node| node.has_idle_peer(Millis(self.now)))
@@ -125,7 +127,8 @@ impl World {
             return true;
         }
         let now = Millis(self.now);
-        let made = self.viewers[other as usize]
+        let made = self
+            .viewer_mut(other)
             .node
             .as_mut()
             .is_some_and(|node| node.make_room(now));
@@ -135,9 +138,9 @@ impl World {
     }
 
     fn find_nearby_peers(&mut self, id: u32) {
-        let want = self.scenario.peers;
+        let want = self.shared.scenario.peers;
         let mut tries = 0;
-        while self.viewers[id as usize].peers.len() < want && tries < want * 6 {
+        while self.viewer(id).peers.len() < want && tries < want * 6 {
             tries += 1;
             let recent = tries % 2 == 0;
             let pool: &[u32] = if recent {
@@ -157,16 +160,16 @@ impl World {
     }
 
     fn may_link(&self, id: u32, other: u32) -> bool {
-        let o = &self.viewers[other as usize];
+        let o = self.viewer(other);
         other != id
             && o.node.is_some()
-            && !self.viewers[id as usize].peers.contains(&other)
+            && !self.viewer(id).peers.contains(&other)
             // Not while a goodbye between them is still on its way.
             && !o.peers.contains(&id)
     }
 
     fn has_place(&self, other: u32) -> bool {
-        self.viewers[other as usize].peers.len() < self.scenario.max_peers
+        self.viewer(other).peers.len() < self.shared.scenario.max_peers
     }
 
     /// Whether `other` accepts one more link it did not ask for. As a tab
@@ -174,17 +177,21 @@ impl World {
     /// sources): filled with followers, it could take no source when its own,
     /// further along, leave.
     fn takes_a_follower(&self, other: u32) -> bool {
-        let limit = self.scenario.max_peers.saturating_sub(self.scenario.peers);
-        self.viewers[other as usize].followers() < limit
+        let limit = self
+            .shared
+            .scenario
+            .max_peers
+            .saturating_sub(self.shared.scenario.peers);
+        self.viewer(other).followers() < limit
     }
 
     fn link(&mut self, id: u32, other: u32) {
-        self.viewers[id as usize].peers.push(other);
-        self.viewers[id as usize].dialled.push(other);
-        self.viewers[other as usize].peers.push(id);
+        self.viewer_mut(id).peers.push(other);
+        self.viewer_mut(id).dialled.push(other);
+        self.viewer_mut(other).peers.push(id);
         let now = Millis(self.now);
         for (a, b) in [(id, other), (other, id)] {
-            if let Some(node) = self.viewers[a as usize].node.as_mut() {
+            if let Some(node) = self.viewer_mut(a).node.as_mut() {
                 node.connected(PeerId(u64::from(b)), now);
             }
         }
@@ -197,7 +204,7 @@ impl World {
     /// and its playhead now.
     fn have_summary(&mut self, id: u32) -> HaveSummary {
         let now = self.now;
-        let v = &mut self.viewers[id as usize];
+        let v = self.viewer_mut(id);
         let playhead = if v.state == PlayState::Playing {
             v.position + (now - v.position_at)
         } else {
