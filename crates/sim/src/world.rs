@@ -378,7 +378,7 @@ impl Trace {
 
 impl World {
     /// A world of `shards` shards (at least one); the run is the same for any
-    /// count, and `run` gives each shard a thread.
+    /// count, and for any number of threads `run` spreads them over.
     pub fn new(scenario: &Scenario, strategy: Strategy, shards: usize) -> Self {
         let layout = layout_for(scenario);
         let mut rng = Rng::new(scenario.seed);
@@ -535,8 +535,10 @@ impl World {
                     scope.spawn(move || crew.serve(me, &shared))
                 })
                 .collect();
+            // Stops the helpers however this thread leaves, a panic included:
+            // the scope waits for them.
+            let _stop = crew.stop_on_drop();
             self.run_windows(&crew, &helpers, &mut progress);
-            crew.stop();
         });
         let now = self.now;
         for id in 0..self.shared.present.len() as u32 {

@@ -139,7 +139,16 @@ impl Crew {
         }));
     }
 
-    pub(super) fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
+    /// Stops the helpers when dropped.
+    pub(super) fn stop_on_drop(&self) -> StopOnDrop<'_> {
+        StopOnDrop(self)
+    }
+}
+
+pub(super) struct StopOnDrop<'a>(&'a Crew);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Release);
     }
 }
