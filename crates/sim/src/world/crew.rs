@@ -1,6 +1,6 @@
 //! The crew: threads that run the shards of each window between them, each
-//! taking the next shard not yet taken. There are more shards than threads, so
-//! that a window's work evens out between them. Windows are short (a few
+//! taking its own shards first and then any not yet taken. There are more
+//! shards than threads, so that a window's work evens out between them. Windows are short (a few
 //! hundred events), so the threads wait for each other by spinning, not
 //! sleeping: waking a sleeping thread per window cost a fifth of a run.
 
