@@ -32,8 +32,9 @@ struct Args {
     /// Check every engine's invariants every N events (slow; 0 = never).
     #[arg(long, default_value_t = 0)]
     check_every: u64,
-    /// Threads (and shards) for Telly's run; the figures are the same for any
-    /// count. Default: the machine's cores.
+    /// Threads for Telly's run (its viewers are in eight shards whatever the
+    /// count, and the figures are the same for any). Default: the machine's
+    /// cores.
     #[arg(long)]
     threads: Option<usize>,
     /// Run one strategy alone and print its figures (for profiling; no report):

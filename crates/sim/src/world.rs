@@ -506,14 +506,17 @@ impl World {
         last + self.shared.title_ms() + self.shared.scenario.linger_s * 1000
     }
 
+    /// The shard viewer `id` lives in.
+    fn shard_mut(&mut self, id: u32) -> &mut Shard {
+        &mut self.shards[self.shared.shard_of(id)]
+    }
+
     fn viewer(&self, id: u32) -> &Viewer {
-        let shard = &self.shards[self.shared.shard_of(id)];
-        &shard.viewers[(id - shard.base) as usize]
+        self.shards[self.shared.shard_of(id)].viewer(id)
     }
 
     fn viewer_mut(&mut self, id: u32) -> &mut Viewer {
-        let shard = &mut self.shards[self.shared.shard_of(id)];
-        &mut shard.viewers[(id - shard.base) as usize]
+        self.shard_mut(id).viewer_mut(id)
     }
 
     /// Lets viewer `id` act on what it was just told (between windows).

@@ -168,8 +168,7 @@ impl World {
         for peer in peers {
             self.viewer_mut(peer).forget(id);
             let at = self.shared.reach(id, peer, now as f64, now);
-            let shard = self.shared.shard_of(peer);
-            self.shards[shard]
+            self.shard_mut(peer)
                 .queue
                 .push(at, Ev::Closed { to: peer, from: id });
         }
