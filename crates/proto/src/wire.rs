@@ -35,7 +35,7 @@ use crate::manifest::{BlockEntry, MAX_BLOCK_SIZE, Manifest};
 use crate::merkle::{self, PIECE_SIZE};
 
 /// Bumped on any incompatible change to [`Message`]; the first byte of every frame.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 /// Merkle pieces per chunk, the unit of requests and data messages.
 pub const CHUNK_PIECES: usize = 4;
 /// Bytes of a full chunk (64 KiB).
@@ -48,6 +48,8 @@ pub const MAX_CHUNKS: usize = MAX_LEAVES.div_ceil(CHUNK_PIECES);
 pub const MAX_BLOCKS: usize = 32 * 1024 * 8;
 /// Most chunks one request may name.
 pub const MAX_REQUEST_CHUNKS: u16 = 64;
+/// Most times a [`Message::Coming`] is passed on after its first sender.
+pub const MAX_COMING_HOPS: u8 = 3;
 /// Bytes of the longest frame: a full chunk plus its header, with room to spare.
 pub const MAX_FRAME_BYTES: usize = CHUNK_SIZE + 1024;
 
@@ -201,6 +203,14 @@ pub enum Message {
     Unchoke,
     /// The sender closes the connection.
     Goodbye(GoodbyeReason),
+    /// A block none of the sender's peers held is on its way into the
+    /// sender's neighbourhood (someone near it is fetching it from the
+    /// origin): the receiver need not fetch it early itself. The receiver
+    /// passes it on with `hops - 1` while `hops` is above zero.
+    Coming {
+        block: BlockId,
+        hops: u8,
+    },
 }
 
 /// Chunk data as one byte string rather than a sequence of `u8`s: postcard
@@ -297,6 +307,11 @@ impl Message {
             Message::Chunk { index, data, .. } => {
                 if data.is_empty() || data.len() > CHUNK_SIZE || usize::from(*index) >= MAX_CHUNKS {
                     return Err(WireError::OutOfBounds("chunk size or index"));
+                }
+            }
+            Message::Coming { hops, .. } => {
+                if *hops > MAX_COMING_HOPS {
+                    return Err(WireError::OutOfBounds("coming hops"));
                 }
             }
             Message::Have(_) | Message::Choke | Message::Unchoke | Message::Goodbye(_) => {}
@@ -429,6 +444,10 @@ mod tests {
             Message::Choke,
             Message::Unchoke,
             Message::Goodbye(GoodbyeReason::BadData),
+            Message::Coming {
+                block: BlockId(40),
+                hops: MAX_COMING_HOPS,
+            },
         ]
     }
 
@@ -478,6 +497,11 @@ mod tests {
             data: vec![0; CHUNK_SIZE + 1],
         };
         assert!(encode(&big_chunk).is_err());
+        let far = Message::Coming {
+            block: BlockId(0),
+            hops: MAX_COMING_HOPS + 1,
+        };
+        assert!(matches!(encode(&far), Err(WireError::OutOfBounds(_))));
         // A hand-made have-map whose declared length disagrees with its bytes.
         let mut frame = vec![WIRE_VERSION];
         frame.extend(postcard::to_allocvec(&Message::HaveMap(Bitfield::new(8))).unwrap());
@@ -541,7 +565,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_frames_never_panic(pick in 0usize..11, flips in prop::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+        fn mutated_frames_never_panic(pick in 0usize..12, flips in prop::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
             let mut frame = encode(&samples()[pick]).unwrap();
             for (at, xor) in flips {
                 let i = at % frame.len();

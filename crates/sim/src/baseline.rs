@@ -354,7 +354,8 @@ impl SimNode for Baseline {
             PeerMessage::Handshake { .. }
             | PeerMessage::Hashes { .. }
             | PeerMessage::Choke
-            | PeerMessage::Unchoke => {}
+            | PeerMessage::Unchoke
+            | PeerMessage::Coming { .. } => {}
         }
         self.plan(now);
     }

@@ -12,6 +12,7 @@ use rustc_hash::FxHashMap;
 use telly_proto::Sha256Hash;
 use telly_proto::wire::{Bitfield, BlockId, GoodbyeReason, WIRE_VERSION};
 
+use crate::coming::ComingNews;
 use crate::config::{Config, Stats};
 use crate::download::{OriginFetch, OriginFetches, Partial, Source};
 use crate::layout::Layout;
@@ -166,6 +167,8 @@ pub struct Engine<T: Trust> {
     pub(crate) stats: Stats,
     pub(crate) reason: TimeoutReason,
     pub(crate) plan_scratch: PlanScratch,
+    /// Blocks heard to be on their way to our neighbourhood (coming.rs).
+    pub(crate) coming: ComingNews,
 }
 
 /// How much less than the engine holds ahead a player may have buffered
@@ -225,6 +228,7 @@ impl<T: Trust> Engine<T> {
             stats: Stats::default(),
             reason: TimeoutReason::None,
             plan_scratch: PlanScratch::default(),
+            coming: ComingNews::default(),
         }
     }
 
@@ -396,6 +400,7 @@ impl<T: Trust> Engine<T> {
                     self.dirty_plan = true;
                 }
             }
+            PeerMessage::Coming { block, hops } => self.on_coming(peer, block, hops, now),
         }
     }
 

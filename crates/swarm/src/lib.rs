@@ -11,6 +11,7 @@
 //! Invariants and transitions are written down in STATE.md beside this file and
 //! checked by [`Engine::check_invariants`].
 
+mod coming;
 mod config;
 mod control;
 mod download;

@@ -48,6 +48,10 @@ pub enum PeerMessage<T: Trust> {
     Choke,
     Unchoke,
     Goodbye(GoodbyeReason),
+    Coming {
+        block: BlockId,
+        hops: u8,
+    },
 }
 
 impl<T: Trust> PeerMessage<T> {
@@ -120,6 +124,7 @@ impl PeerMessage<Signed> {
             PeerMessage::Choke => Message::Choke,
             PeerMessage::Unchoke => Message::Unchoke,
             PeerMessage::Goodbye(reason) => Message::Goodbye(reason),
+            PeerMessage::Coming { block, hops } => Message::Coming { block, hops },
         }
     }
 
@@ -175,6 +180,7 @@ impl PeerMessage<Signed> {
             Message::Choke => PeerMessage::Choke,
             Message::Unchoke => PeerMessage::Unchoke,
             Message::Goodbye(reason) => PeerMessage::Goodbye(reason),
+            Message::Coming { block, hops } => PeerMessage::Coming { block, hops },
         }
     }
 }

@@ -108,15 +108,27 @@ impl<T: Trust> Engine<T> {
 
     /// When `bytes` of `block`, due at `deadline`, are to be fetched from the
     /// origin if no peer has taken them by then.
-    pub(crate) fn origin_due(&self, block: BlockId, deadline: Millis, bytes: u64) -> Millis {
+    pub(crate) fn origin_due(
+        &self,
+        block: BlockId,
+        deadline: Millis,
+        bytes: u64,
+        now: Millis,
+    ) -> Millis {
         if bytes == 0 {
             return Millis::NEVER;
         }
         let nobody_has = self.avail[block.0 as usize] == 0;
         // Only a playing viewer spreads: one that is starting or paused has just
         // joined or is in no hurry, and its peers' have-maps may still be on the way.
+        // Nor one that heard the block is coming (coming.rs): a copy is already
+        // on its way through the swarm.
         let give_up = self.give_up_at(deadline, bytes);
-        let spread = if nobody_has && self.config.peer_to_peer && self.play == PlayState::Playing {
+        let spread = if nobody_has
+            && self.config.peer_to_peer
+            && self.play == PlayState::Playing
+            && !self.heard_coming(block, now)
+        {
             self.spread(block, give_up.since(self.watching_since))
         } else {
             0
@@ -157,7 +169,7 @@ impl<T: Trust> Engine<T> {
             .iter()
             .map(|&i| self.chunk_bytes(block, usize::from(i)))
             .sum();
-        let due = self.origin_due(block, deadline, bytes);
+        let due = self.origin_due(block, deadline, bytes, now);
         let nobody_has = self.avail[block.0 as usize] == 0;
         if now < due {
             self.plan_wake = self.plan_wake.min(due);
@@ -234,6 +246,9 @@ impl<T: Trust> Engine<T> {
         self.stats.origin_fetches += 1;
         if nobody_has {
             self.stats.origin_fetches_unheld += 1;
+            if self.config.peer_to_peer {
+                self.announce_coming(block, now);
+            }
         }
         if matches!(self.play, PlayState::Starting | PlayState::Stalled) {
             self.stats.origin_fetches_waiting += 1;

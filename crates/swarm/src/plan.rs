@@ -197,7 +197,7 @@ impl<T: Trust> Engine<T> {
                 // Most passes find the fetch not yet due: that is known from
                 // the counts alone, without listing the chunks.
                 if !self.fetching_from_origin(block) {
-                    let due = self.origin_due(block, deadline, self.unassigned_bytes(block));
+                    let due = self.origin_due(block, deadline, self.unassigned_bytes(block), now);
                     if now < due {
                         self.plan_wake = self.plan_wake.min(due);
                     } else {

@@ -20,7 +20,7 @@ fn message(
     title_len: usize,
 ) -> PeerMessage<Signed> {
     let block = BlockId(block);
-    match kind % 11 {
+    match kind % 12 {
         0 => PeerMessage::Have(block),
         1 => {
             let mut bits = Bitfield::new(if a.is_multiple_of(3) {
@@ -60,6 +60,10 @@ fn message(
         7 => PeerMessage::Choke,
         8 => PeerMessage::Unchoke,
         9 => PeerMessage::Goodbye(GoodbyeReason::Leaving),
+        10 => PeerMessage::Coming {
+            block,
+            hops: (a % 3) as u8,
+        },
         _ => PeerMessage::Handshake {
             version: a as u8,
             swarm_id: Sha256Hash::of(b"x"),
@@ -88,7 +92,7 @@ proptest! {
         let now = net.now;
         net.nodes[viewer].engine.handle_peer_connected(hostile, now);
         let grant = net.title.grant("mallory", 2_000_000_000, net.title.swarm_id);
-        net.nodes[viewer].engine.handle_message(hostile, PeerMessage::Handshake { version: 1, swarm_id: net.title.swarm_id, grant }, now);
+        net.nodes[viewer].engine.handle_message(hostile, PeerMessage::Handshake { version: telly_proto::wire::WIRE_VERSION, swarm_id: net.title.swarm_id, grant }, now);
         let len = net.title.layout.len();
         for (kind, block, a, b, bytes, wait) in script {
             let now = net.now;

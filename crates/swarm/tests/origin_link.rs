@@ -258,3 +258,58 @@ fn a_viewer_that_timed_the_origin_before_joining_keeps_only_the_margin_that_call
     let erratic = told(Some(1_081));
     assert!(untimed.abs_diff(erratic) < 20, "{untimed} {erratic}");
 }
+
+#[test]
+fn a_viewer_that_hears_a_block_is_coming_does_not_fetch_it_early_too() {
+    // Three viewers in a line, A - B - C, start the title together; nobody
+    // holds anything, so each block past the first comes from the origin to
+    // whichever draws the earliest spread lead, and the others should wait
+    // for its copy. Every uploader here sends 15 KB/s, so a 60 KB block
+    // takes four seconds a hop: a viewer two hops from the fetcher sees no
+    // peer announce it for seconds, and without news of it would fetch it
+    // early too, at its own lead (checked: without `Coming`, blocks 9 and 14
+    // had two early fetchers each).
+    let mut net = Net::new(title(40, 60_000));
+    let slow = |seed| Config {
+        upload_cap: 15_000,
+        per_peer_upload_cap: 15_000,
+        ..Net::config(seed)
+    };
+    let line: Vec<usize> = (0..3).map(|seed| net.add(slow(seed))).collect();
+    net.connect(line[0], line[1]);
+    net.connect(line[1], line[2]);
+    net.run_for(100);
+    for &v in &line {
+        net.play(v, 0, PlayState::Starting);
+    }
+    net.run_for(1_500);
+    let began = net.now;
+    for &v in &line {
+        net.play(v, 0, PlayState::Playing);
+    }
+    net.run_for(85_000);
+    let layout = net.title.layout.clone();
+    let mut early: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+    for &v in &line {
+        assert_eq!(net.delivered(v), net.all_blocks());
+        for &(at, block, _, _) in &net.nodes[v].origin_log {
+            let due = began + layout.deadline_time(block);
+            if block.0 >= 4 && at + 3_000 < due {
+                early.entry(block.0).or_default().push(v);
+            }
+        }
+    }
+    let fetched_early_twice: Vec<_> = early
+        .iter()
+        .filter(|(_, viewers)| {
+            let mut viewers = (*viewers).clone();
+            viewers.dedup();
+            viewers.len() > 1
+        })
+        .collect();
+    assert!(
+        fetched_early_twice.is_empty() && early.len() > 20,
+        "blocks fetched early by more than one viewer: {fetched_early_twice:?} (of {} fetched early)",
+        early.len()
+    );
+}
