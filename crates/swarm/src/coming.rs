@@ -16,6 +16,13 @@
 //!   blocks due sooner), a viewer saw only its own 24 peers of a thousand,
 //!   and further fetchers fired 0.1 to 4 s after the first: 1.6 origin copies
 //!   of each block after the first minute.
+//! - A peer's `Have` of a block none of our other peers held, that we lack
+//!   and had not heard of, is news too: the copy has reached our corner of the
+//!   swarm, and we pass it on with one hop. News fades in 30 s, and a copy
+//!   can take longer than that to spread while uplinks serve blocks due
+//!   sooner (at the premiere's start, 20 s and more with a handful of
+//!   holders); as the copy spreads, its own haves keep the news alive where
+//!   it goes, and only there.
 
 use rustc_hash::FxHashMap;
 use telly_proto::wire::{BlockId, MAX_COMING_HOPS};
@@ -90,6 +97,21 @@ impl<T: Trust> Engine<T> {
         if let Some(hops) = hops.checked_sub(1) {
             self.tell_peers_coming(block, hops, Some(from));
         }
+    }
+
+    /// `from` announced a block none of our other peers held (its `Have` has
+    /// just been counted): the copy has reached our neighbourhood, news for
+    /// the peers around us too.
+    pub(crate) fn on_first_have(&mut self, from: PeerId, block: BlockId, now: Millis) {
+        if self.avail[block.0 as usize] != 1
+            || self.has_block(block)
+            || self.coming.heard(block, now)
+            || !self.in_news_range(block, now)
+        {
+            return;
+        }
+        self.coming.note(block, now);
+        self.tell_peers_coming(block, 1, Some(from));
     }
 
     /// News worth hearing and passing on: a block this viewer (and so, most

@@ -362,7 +362,12 @@ impl<T: Trust> Engine<T> {
                 self.first_have_map_at.get_or_insert(now);
                 self.on_have_map(peer, bits)
             }
-            PeerMessage::Have(block) => self.on_have(peer, block),
+            PeerMessage::Have(block) => {
+                self.on_have(peer, block);
+                if (block.0 as usize) < self.layout.len() {
+                    self.on_first_have(peer, block, now);
+                }
+            }
             PeerMessage::Hashes { block, hashes } => self.on_hashes(peer, block, hashes),
             PeerMessage::Request {
                 block,
@@ -637,9 +642,10 @@ impl<T: Trust> Engine<T> {
                 .join(" ")
         });
         format!(
-            "{block:?} have={} avail={} deadline_in={deadline}ms origin_inflight={:?} pos={pos} play={:?} chunks={chunks:?} wake_in={}",
+            "{block:?} have={} avail={} heard_coming={} deadline_in={deadline}ms origin_inflight={:?} pos={pos} play={:?} chunks={chunks:?} wake_in={}",
             self.has_block(block),
             self.avail.get(block.0 as usize).copied().unwrap_or(0),
+            self.heard_coming(block, now),
             self.origin_fetches(block)
                 .map(|(first, f)| (first, f.count, now.since(f.asked)))
                 .collect::<Vec<_>>(),

@@ -34,7 +34,19 @@ const STARTUP_LOOKAROUND_MS: u64 = 300;
 /// premiere −5.7, −4.6, −0.9, −3.0 %; churn +5.3, −7.2, +2.9 %; on demand
 /// (1,000 and 2,000) −0.5, +8.2 %. 8 and 15 did worse at the premiere
 /// (+11 %; −2 and +4 % with on demand +8 %), 20 far worse (+92 %).
+/// This shape is kept for a block already in view when the viewer began to
+/// play or jumped: a premiere's crowd starts together, and the block comes
+/// into everyone's view at once.
 const SPREAD_LAMBDA: f64 = 12.0;
+
+/// λ for a block that came into view while the viewer played: viewers come
+/// upon it one after another, the one furthest along first, and news of a
+/// fetch (coming.rs) reaches the others within a few latencies, so the lead
+/// need not be as steep, and a flatter one fetches the first copy earlier,
+/// leaving the swarm longer to spread it. With the news, against 12 for
+/// both: on demand −15 %, churn −18 %, the premiere unchanged (figures in
+/// DESIGN.md, Picking); 9 did about half as much on demand.
+const SPREAD_LAMBDA_IN_PLAY: f64 = 6.0;
 
 impl<T: Trust> Engine<T> {
     /// Seeded, per-block lead of origin fetches for blocks nobody near holds: how
@@ -62,13 +74,18 @@ impl<T: Trust> Engine<T> {
         x ^= x >> 31;
         let uniform = (x >> 11) as f64 / (1u64 << 53) as f64;
         let window = self.config.origin_spread_ms as f64;
-        let growth = SPREAD_LAMBDA.exp_m1();
+        let lambda = if room >= self.config.origin_spread_ms {
+            SPREAD_LAMBDA_IN_PLAY
+        } else {
+            SPREAD_LAMBDA
+        };
+        let growth = lambda.exp_m1();
         // Share of the draws that fall before the room opens: left out.
         let opens = (window - room as f64).max(0.0);
-        let before = (SPREAD_LAMBDA * opens / window).exp_m1() / growth;
+        let before = (lambda * opens / window).exp_m1() / growth;
         let uniform = before + uniform * (1.0 - before);
         // Firing time from the window's start, with density rising as e^(λt/T).
-        let fire = window / SPREAD_LAMBDA * (1.0 + uniform * growth).ln();
+        let fire = window / lambda * (1.0 + uniform * growth).ln();
         (window - fire).max(0.0) as u64
     }
 

@@ -6,8 +6,8 @@
 mod common;
 
 use common::{Net, net, title};
-use telly_proto::wire::BlockId;
-use telly_swarm::{Config, Millis, PlayState};
+use telly_proto::wire::{Bitfield, BlockId, WIRE_VERSION};
+use telly_swarm::{Config, Millis, PeerId, PeerMessage, PlayState};
 
 #[test]
 fn an_early_origin_fetch_waits_for_a_block_due_before_it() {
@@ -312,4 +312,68 @@ fn a_viewer_that_hears_a_block_is_coming_does_not_fetch_it_early_too() {
         "blocks fetched early by more than one viewer: {fetched_early_twice:?} (of {} fetched early)",
         early.len()
     );
+}
+
+#[test]
+fn a_have_of_a_block_no_other_peer_held_is_news_for_the_other_peers() {
+    // Viewer B has two real peers, C (holding nothing) and D (holding block
+    // 11), and two scripted ones that announce blocks. The first announcement
+    // of a block none of B's peers held is passed on to B's other peers with
+    // one hop; a second announcement of it, or one of a block a peer already
+    // held, or a have-map, is not news.
+    let mut net = Net::new(title(40, 60_000));
+    let b = net.add(Net::config(1));
+    let c = net.add(Net::config(2));
+    let d = net.add(Net::config(3));
+    net.seed_blocks(d, &[BlockId(11)]);
+    net.connect(b, c);
+    net.connect(b, d);
+    net.run_for(100);
+    net.play(b, 0, PlayState::Playing);
+    net.play(c, 0, PlayState::Playing);
+    let scripted = [PeerId(77), PeerId(78)];
+    for (n, &peer) in scripted.iter().enumerate() {
+        let now = net.now;
+        let grant = net
+            .title
+            .grant(&format!("script{n}"), 2_000_000_000, net.title.swarm_id);
+        net.nodes[b].engine.handle_peer_connected(peer, now);
+        net.nodes[b].engine.handle_message(
+            peer,
+            PeerMessage::Handshake {
+                version: WIRE_VERSION,
+                swarm_id: net.title.swarm_id,
+                grant,
+            },
+            now,
+        );
+    }
+    let mut bits = Bitfield::new(net.title.layout.len());
+    bits.set(12, true);
+    let script = [
+        (scripted[0], PeerMessage::Have(BlockId(10))),
+        (scripted[1], PeerMessage::Have(BlockId(10))),
+        (scripted[0], PeerMessage::Have(BlockId(11))),
+        (scripted[1], PeerMessage::HaveMap(bits)),
+    ];
+    for (peer, msg) in script {
+        let now = net.now;
+        net.nodes[b].engine.handle_message(peer, msg, now);
+        net.pump(b);
+        net.run_for(50);
+    }
+    let news: Vec<(usize, String)> = net.nodes[b]
+        .sent
+        .iter()
+        // B's own origin fetches of the opening blocks are news too; not
+        // what this test is about.
+        .filter(|(_, _, msg)| {
+            ["10", "11", "12"]
+                .iter()
+                .any(|block| msg.starts_with(&format!("Coming {{ block: BlockId({block})")))
+        })
+        .map(|(_, to, msg)| (*to, msg.clone()))
+        .collect();
+    let told = |to: usize| (to, "Coming { block: BlockId(10), hops: 1 }".to_string());
+    assert_eq!(news, vec![told(c), told(d)]);
 }
