@@ -43,9 +43,11 @@ const SPREAD_LAMBDA: f64 = 12.0;
 /// upon it one after another, the one furthest along first, and news of a
 /// fetch (coming.rs) reaches the others within a few latencies, so the lead
 /// need not be as steep, and a flatter one fetches the first copy earlier,
-/// leaving the swarm longer to spread it. With the news, against 12 for
-/// both: on demand −15 %, churn −18 %, the premiere unchanged (figures in
-/// DESIGN.md, Picking); 9 did about half as much on demand.
+/// leaving the swarm longer to spread it. Landed with the news a peer's
+/// first have carries (coming.rs), the two together against 12 for both
+/// and the fetcher's news alone: on demand −9 %, churn −11 %, the premiere
+/// −2 % (figures in DESIGN.md, Picking). Without the haves' news λ 6 cost
+/// the premiere 6 %; 9 did about half as much on demand.
 const SPREAD_LAMBDA_IN_PLAY: f64 = 6.0;
 
 impl<T: Trust> Engine<T> {
