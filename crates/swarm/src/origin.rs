@@ -9,9 +9,11 @@
 //!   own are in: answers share the viewer's link.
 //! - Chunks no peer can deliver in time are fetched from the origin, but only once
 //!   the deadline is so near that the origin itself just makes it; a block that no
-//!   connected peer holds is fetched a seeded random amount earlier
-//!   (`origin_spread_ms`), so that among viewers at the same point one fetches it
-//!   first and relays it to the others.
+//!   connected peer holds, and that no news says is coming (coming.rs), is
+//!   fetched a seeded random amount earlier (`origin_spread_ms`), so that among
+//!   viewers at the same point one fetches it first and relays it to the
+//!   others; the lead is flatter for a block that came into view while
+//!   playing than for one already in view when the viewer began or jumped.
 //! - What is fetched of a block goes out in one pass, a range for each run of
 //!   missing chunks between those verified or already coming.
 
