@@ -25,11 +25,11 @@
 //!   it goes, and only there.
 
 use rustc_hash::FxHashMap;
-use telly_proto::wire::{BlockId, MAX_COMING_HOPS};
+use telly_proto::wire::{BlockId, GoodbyeReason, MAX_COMING_HOPS};
 
 use crate::engine::Engine;
 use crate::message::PeerMessage;
-use crate::peer::{PeerId, Phase};
+use crate::peer::PeerId;
 use crate::time::Millis;
 use crate::trust::Trust;
 
@@ -78,40 +78,43 @@ impl<T: Trust> Engine<T> {
     /// We are asking the origin for `block`, which none of our peers
     /// announced: if that is news, our peers hear it first.
     pub(crate) fn announce_coming(&mut self, block: BlockId, now: Millis) {
-        if self.coming.heard(block, now) {
-            return;
-        }
-        self.coming.note(block, now);
-        self.tell_peers_coming(block, MAX_COMING_HOPS, None);
+        self.take_news(block, Some(MAX_COMING_HOPS), None, now);
     }
 
     pub(crate) fn on_coming(&mut self, from: PeerId, block: BlockId, hops: u8, now: Millis) {
         if block.0 as usize >= self.layout.len() {
-            return self.drop_peer(from, telly_proto::wire::GoodbyeReason::ProtocolViolation);
+            return self.drop_peer(from, GoodbyeReason::ProtocolViolation);
         }
+        self.take_news(block, hops.checked_sub(1), Some(from), now);
+    }
+
+    /// `from`'s `Have` of `block` has just been counted: if none of our other
+    /// peers held it, the copy has reached our neighbourhood, news for the
+    /// peers around us too.
+    pub(crate) fn on_first_have(&mut self, from: PeerId, block: BlockId, now: Millis) {
+        if self.avail[block.0 as usize] == 1 {
+            self.take_news(block, Some(1), Some(from), now);
+        }
+    }
+
+    /// Notes news of `block` if it is news to us (we lack the block, had not
+    /// heard of it within the memory, and it is in range), and then passes
+    /// it on with `pass_on` hops to our peers that lack it, `from` aside.
+    fn take_news(
+        &mut self,
+        block: BlockId,
+        pass_on: Option<u8>,
+        from: Option<PeerId>,
+        now: Millis,
+    ) {
         if self.has_block(block) || self.coming.heard(block, now) || !self.in_news_range(block, now)
         {
             return;
         }
         self.coming.note(block, now);
-        if let Some(hops) = hops.checked_sub(1) {
-            self.tell_peers_coming(block, hops, Some(from));
+        if let Some(hops) = pass_on {
+            self.tell_peers_lacking(block, from, || PeerMessage::Coming { block, hops });
         }
-    }
-
-    /// `from` announced a block none of our other peers held (its `Have` has
-    /// just been counted): the copy has reached our neighbourhood, news for
-    /// the peers around us too.
-    pub(crate) fn on_first_have(&mut self, from: PeerId, block: BlockId, now: Millis) {
-        if self.avail[block.0 as usize] != 1
-            || self.has_block(block)
-            || self.coming.heard(block, now)
-            || !self.in_news_range(block, now)
-        {
-            return;
-        }
-        self.coming.note(block, now);
-        self.tell_peers_coming(block, 1, Some(from));
     }
 
     /// News worth hearing and passing on: a block this viewer (and so, most
@@ -121,20 +124,6 @@ impl<T: Trust> Engine<T> {
         let pos = self.position(now);
         !self.layout.is_behind(block, pos)
             && self.layout.deadline_time(block) <= pos + 2 * self.config.horizon_ms
-    }
-
-    fn tell_peers_coming(&mut self, block: BlockId, hops: u8, except: Option<PeerId>) {
-        let to: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(id, p)| {
-                p.phase == Phase::Ready && Some(**id) != except && !p.have.get(block.0 as usize)
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for peer in to {
-            self.send(peer, PeerMessage::Coming { block, hops });
-        }
     }
 }
 

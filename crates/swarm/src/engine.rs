@@ -363,8 +363,7 @@ impl<T: Trust> Engine<T> {
                 self.on_have_map(peer, bits)
             }
             PeerMessage::Have(block) => {
-                self.on_have(peer, block);
-                if (block.0 as usize) < self.layout.len() {
+                if self.on_have(peer, block) {
                     self.on_first_have(peer, block, now);
                 }
             }

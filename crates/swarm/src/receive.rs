@@ -105,20 +105,24 @@ impl<T: Trust> Engine<T> {
         }
     }
 
-    pub(crate) fn on_have(&mut self, peer: PeerId, block: BlockId) {
+    /// Returns whether the have was new (counted in `avail` just now).
+    pub(crate) fn on_have(&mut self, peer: PeerId, block: BlockId) -> bool {
         if block.0 as usize >= self.layout.len() {
-            return self.drop_peer(peer, GoodbyeReason::ProtocolViolation);
+            self.drop_peer(peer, GoodbyeReason::ProtocolViolation);
+            return false;
         }
         let Some(p) = self.peers.get_mut(&peer) else {
-            return;
+            return false;
         };
-        if !p.have.get(block.0 as usize) {
-            p.have.set(block.0 as usize, true);
-            self.avail[block.0 as usize] += 1;
-            if !self.has_block(block) {
-                self.dirty_plan = true;
-            }
+        if p.have.get(block.0 as usize) {
+            return false;
         }
+        p.have.set(block.0 as usize, true);
+        self.avail[block.0 as usize] += 1;
+        if !self.has_block(block) {
+            self.dirty_plan = true;
+        }
+        true
     }
 
     pub(crate) fn on_hashes(&mut self, peer: PeerId, block: BlockId, hashes: T::Hashes) {
@@ -255,17 +259,29 @@ impl<T: Trust> Engine<T> {
     }
 
     pub(crate) fn broadcast_have(&mut self, block: BlockId) {
-        if !self.config.peer_to_peer {
-            return;
+        if self.config.peer_to_peer {
+            self.tell_peers_lacking(block, None, || PeerMessage::Have(block));
         }
+    }
+
+    /// Sends `msg()` to every ready peer whose have-map lacks `block`, `except`
+    /// aside: what it says about the block is news only to them.
+    pub(crate) fn tell_peers_lacking(
+        &mut self,
+        block: BlockId,
+        except: Option<PeerId>,
+        msg: impl Fn() -> PeerMessage<T>,
+    ) {
         let targets: Vec<PeerId> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.phase == Phase::Ready && !p.have.get(block.0 as usize))
+            .filter(|(id, p)| {
+                p.phase == Phase::Ready && Some(**id) != except && !p.have.get(block.0 as usize)
+            })
             .map(|(id, _)| *id)
             .collect();
         for peer in targets {
-            self.send(peer, PeerMessage::Have(block));
+            self.send(peer, msg());
         }
     }
 
