@@ -13,9 +13,11 @@
 //!   margin and the origin's own estimate. A peer trusted until later would leave
 //!   the origin too little time when it falls behind. A chunk already asked
 //!   of a peer that now looks too slow moves to one that makes it (cancelled at
-//!   the first); in the title's last urgent window, and for the block a starting
-//!   or stalled player waits for, it is asked of both (end-game). A block with
-//!   chunks asked of peers is looked at again when it turns urgent.
+//!   the first; a peer that delivered to us lately is judged by its measured
+//!   rate, not by our wait: `Peer::eta_of_asked`); in the title's last urgent
+//!   window, and for the block a starting or stalled player waits for, it is
+//!   asked of both (end-game). A block with chunks asked of peers is looked at
+//!   again when it turns urgent.
 //! - Other blocks in the horizon are prefetched rarest first, each chunk from the
 //!   holder with the most free pipeline.
 //! - A peer's pipeline holds its bandwidth-delay product (at least two chunks);
@@ -301,7 +303,7 @@ impl<T: Trust> Engine<T> {
                         .into_iter()
                         .flatten()
                         .filter_map(|id| self.peers.get(&id))
-                        .map(|p| p.eta_before(now, 0, deadline))
+                        .map(|p| p.eta_of_asked(now, deadline))
                         .min();
                     if let Some(eta) = soonest.filter(|&eta| eta <= limit) {
                         // Waiting makes the estimate slip at least as fast as
