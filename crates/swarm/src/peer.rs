@@ -142,14 +142,18 @@ impl Peer {
         } else {
             self.current_rate(now)
         };
-        let transfer = self.ahead_of(deadline) as f64 / rate.max(1e-3);
-        now + (self.rtt + transfer) as u64
+        self.eta_at(now, self.ahead_of(deadline), rate)
     }
 
     /// When `queued` bytes, the last of them asked now, would all be in.
     #[inline]
     pub fn eta_of(&self, now: Millis, queued: u64) -> Millis {
-        let transfer = queued as f64 / self.current_rate(now).max(1e-3);
+        self.eta_at(now, queued, self.current_rate(now))
+    }
+
+    #[inline]
+    fn eta_at(&self, now: Millis, queued: u64, rate: f64) -> Millis {
+        let transfer = queued as f64 / rate.max(1e-3);
         now + (self.rtt + transfer) as u64
     }
 
