@@ -47,7 +47,7 @@ const CANCELLED_MEMORY: usize = 128;
 
 /// How long after its last chunk to us a peer still counts as serving us at
 /// its measured rate (`Peer::eta_of_asked`).
-pub(crate) const SERVING_MS: u64 = 3_000;
+const SERVING_MS: u64 = 3_000;
 
 #[derive(Debug)]
 pub(crate) struct Peer {

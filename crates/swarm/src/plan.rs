@@ -308,6 +308,9 @@ impl<T: Trust> Engine<T> {
                     if let Some(eta) = soonest.filter(|&eta| eta <= limit) {
                         // Waiting makes the estimate slip at least as fast as
                         // the clock: look again before it can cross the limit.
+                        // It jumps when the peer stops counting as serving us
+                        // (`Peer::eta_of_asked`); the look every
+                        // `URGENT_RECHECK_MS` below catches that.
                         let slack = limit.since(eta).max(MIN_RECHECK_MS);
                         self.plan_wake = self.plan_wake.min(now + slack);
                         // If the peer is late after all it goes to the origin
