@@ -364,6 +364,9 @@ impl<T: Trust> Engine<T> {
             }
             PeerMessage::Have(block) => {
                 if self.on_have(peer, block) {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.last_have = Some((block, now));
+                    }
                     self.on_first_have(peer, block, now);
                 }
             }

@@ -67,6 +67,10 @@ pub(crate) struct Peer {
     /// Estimated round trip, ms.
     pub rtt: f64,
     pub last_arrival: Millis,
+    /// The block this peer last announced by a `Have`, and when. A relay
+    /// announces a block at its first chunk, so one announced lately is
+    /// probably still arriving there (`Peer::eta_of_asked`).
+    pub last_have: Option<(BlockId, Millis)>,
     pub cancelled: VecDeque<(BlockId, u16)>,
     /// Blocks this peer recently refused us, and until when we leave them be.
     pub refusals: VecDeque<(BlockId, Millis)>,
@@ -102,6 +106,7 @@ impl Peer {
             rate: initial_rate,
             rtt: initial_rtt,
             last_arrival: Millis::ZERO,
+            last_have: None,
             cancelled: VecDeque::new(),
             refusals: VecDeque::new(),
             bytes_down: 0,
@@ -134,15 +139,27 @@ impl Peer {
     /// just as it left: in the half-hour on-demand stand-in a front viewer's
     /// requests moved 1.5 times per chunk, and 35 % of the chunks peers sent it
     /// came after it had cancelled them.
+    ///
+    /// Not so for a `relaying` peer (`Peer::relaying`): its silence is more
+    /// likely a chunk it has not received itself, and it is judged by the wait.
     #[inline]
-    pub fn eta_of_asked(&self, now: Millis, deadline: Millis) -> Millis {
-        let serving = self.bytes_down > 0 && now.since(self.last_arrival) <= SERVING_MS;
+    pub fn eta_of_asked(&self, now: Millis, deadline: Millis, relaying: bool) -> Millis {
+        let serving =
+            !relaying && self.bytes_down > 0 && now.since(self.last_arrival) <= SERVING_MS;
         let rate = if serving {
             self.rate
         } else {
             self.current_rate(now)
         };
         self.eta_at(now, self.ahead_of(deadline), rate)
+    }
+
+    /// Whether this peer announced `block` less than `within` ms ago, so that
+    /// it is probably still receiving it.
+    #[inline]
+    pub fn relaying(&self, block: BlockId, now: Millis, within: u64) -> bool {
+        self.last_have
+            .is_some_and(|(b, at)| b == block && now.since(at) < within)
     }
 
     /// When `queued` bytes, the last of them asked now, would all be in.
@@ -415,16 +432,48 @@ mod tests {
         // Within `SERVING_MS` of its last chunk the wait is its other
         // requesters' turn: the estimate holds, however long we have waited.
         let now = Millis(700 + SERVING_MS);
-        assert_eq!(p.eta_of_asked(now, due), Millis(at_its_rate(now.0)));
+        assert_eq!(p.eta_of_asked(now, due, false), Millis(at_its_rate(now.0)));
         // Silent for longer, it is judged by the wait.
         let now = Millis(700 + SERVING_MS + 1_000);
-        let decayed = p.eta_of_asked(now, due);
+        let decayed = p.eta_of_asked(now, due, false);
         assert!(decayed.0 > at_its_rate(now.0) + 1_000, "{decayed:?}");
         assert_eq!(decayed, p.eta_of(now, u64::from(LEN)));
         // Only what is asked for deadlines up to the one at hand counts.
         assert_eq!(
-            p.eta_of_asked(now, Millis(5_500)),
+            p.eta_of_asked(now, Millis(5_500), false),
             Millis(now.0 + p.rtt as u64)
         );
+    }
+
+    #[test]
+    fn a_relay_is_judged_by_the_wait_while_its_block_is_arriving() {
+        const LEN: u32 = 65_536;
+        let mut p = peer(100.0);
+        for chunk in 0..2 {
+            p.inflight.push(Inflight {
+                block: BlockId(2),
+                chunk,
+                sent_at: Millis::ZERO,
+                expires: Millis(1_500),
+                deadline: Millis(6_000),
+                len: LEN,
+            });
+            p.inflight_bytes += u64::from(LEN);
+        }
+        p.last_have = Some((BlockId(2), Millis(100)));
+        let first = p.take_inflight(0);
+        p.observe_arrival(first.sent_at, first.len, Millis(700));
+        let (now, due) = (Millis(2_000), Millis(6_000));
+        // It delivered 1.3 s ago, so a busy uploader would keep its rate; a
+        // relay's next chunk may not have reached it yet.
+        assert!(p.relaying(BlockId(2), now, 2_000));
+        assert_eq!(
+            p.eta_of_asked(now, due, true),
+            p.eta_of(now, u64::from(LEN))
+        );
+        assert!(p.eta_of_asked(now, due, true) > p.eta_of_asked(now, due, false));
+        // Only the block it announced last, and only for the window.
+        assert!(!p.relaying(BlockId(1), now, 2_000));
+        assert!(!p.relaying(BlockId(2), Millis(2_100), 2_000));
     }
 }

@@ -4,9 +4,12 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::{Net, net, request_or_cancel, title};
-use telly_proto::wire::{BlockId, GoodbyeReason};
-use telly_swarm::{Config, Millis, PlayState, TimeoutReason};
+use telly_proto::wire::{Bitfield, BlockId, CHUNK_SIZE, GoodbyeReason, WIRE_VERSION, chunk_len};
+use telly_proto::{Sha256Hash, merkle};
+use telly_swarm::{Config, Millis, PeerId, PeerMessage, PlayState, TimeoutReason};
 
 /// A peer holding the whole title, and a viewer linked to it starting to play.
 fn seed_and_starting_viewer() -> (Net, usize, usize) {
@@ -749,4 +752,108 @@ fn a_block_coming_into_view_is_asked_for_with_no_other_input() {
         "{:?}",
         net.nodes[viewer].origin_log
     );
+}
+
+#[test]
+fn a_chunk_waited_for_at_a_relay_moves_though_the_relay_delivered_lately() {
+    // The viewer's one peer at first is scripted: it holds every block but one
+    // and answers at once. Then it announces that block, as a relay does at
+    // its first chunk, sends that chunk and no other; a seed joins. The
+    // chunk just sent says nothing of when the rest will reach the relay:
+    // they move to the seed before the relay's silence would have counted
+    // for a busy uploader's (`SERVING_MS`, 3 s).
+    const WAITING: BlockId = BlockId(6);
+    let mut net = Net::new(title(30, 150_000));
+    let viewer = net.add(Net::config(1));
+    let relay = PeerId(77);
+    let mut holds = Bitfield::new(net.title.layout.len());
+    for block in 0..net.title.layout.len() {
+        holds.set(block, block != WAITING.0 as usize);
+    }
+    let grant = net.title.grant("relay", 2_000_000_000, net.title.swarm_id);
+    let handshake = PeerMessage::Handshake {
+        version: WIRE_VERSION,
+        swarm_id: net.title.swarm_id,
+        grant,
+    };
+    let now = net.now;
+    net.nodes[viewer].engine.handle_peer_connected(relay, now);
+    for msg in [handshake, PeerMessage::HaveMap(holds)] {
+        net.nodes[viewer].engine.handle_message(relay, msg, now);
+    }
+    net.pump(viewer);
+    let started = net.start_then_play(viewer, 0, 500);
+    let announced = started + net.title.layout.deadline_time(WAITING) - 5_000;
+    let mut seed = None;
+    let mut answered = 0;
+    while net.now < started + 20_000 {
+        if seed.is_none() && net.now >= announced {
+            let now = net.now;
+            let have = PeerMessage::Have(WAITING);
+            net.nodes[viewer].engine.handle_message(relay, have, now);
+            net.pump(viewer);
+            let joined = net.add_capped_seed(300_000, Net::config(2));
+            net.connect(joined, viewer);
+            seed = Some(joined);
+        }
+        answered = answer_as_relay(&mut net, viewer, relay, answered, WAITING);
+        net.run_for(10);
+    }
+    let seed = seed.expect("the relay announced the block");
+    let moved: Vec<Millis> = net.nodes[viewer]
+        .sent_outside
+        .iter()
+        .filter(|(_, _, what)| {
+            request_or_cancel(what).is_some_and(|r| r.0 == "Cancel" && r.1 == WAITING.0)
+        })
+        .map(|&(at, ..)| at)
+        .collect();
+    assert_eq!(moved.len(), 2, "the chunks after the first move");
+    assert!(
+        moved.iter().all(|&at| at < announced + 3_000),
+        "moved at {moved:?}, announced at {announced:?}"
+    );
+    let from_seed = net.nodes[seed]
+        .sent
+        .iter()
+        .filter(|(_, to, what)| *to == viewer && what.starts_with("Chunk { block: BlockId(6),"))
+        .count();
+    assert_eq!(from_seed, 2);
+    assert!(net.nodes[viewer].origin_log.iter().all(|o| o.1 != WAITING));
+    assert!(net.late_deliveries(viewer, started).is_empty());
+}
+
+/// Answers at once the requests `viewer` sent to the scripted `relay` since
+/// the `answered`-th message it sent outside the net, every chunk but those
+/// of `arriving` after its first; returns how many it has answered.
+fn answer_as_relay(
+    net: &mut Net,
+    viewer: usize,
+    relay: PeerId,
+    answered: usize,
+    arriving: BlockId,
+) -> usize {
+    let sent = net.nodes[viewer].sent_outside.len();
+    let asked: Vec<(u32, u16, u16)> = net.nodes[viewer].sent_outside[answered..]
+        .iter()
+        .filter_map(|(_, _, what)| request_or_cancel(what))
+        .filter(|(kind, ..)| *kind == "Request")
+        .map(|(_, block, first, count)| (block, first, count))
+        .collect();
+    let now = net.now;
+    for (block, first, count) in asked {
+        let bytes = &net.title.bytes[block as usize];
+        let hashes: Arc<[Sha256Hash]> = merkle::leaves(bytes).into();
+        let block = BlockId(block);
+        let engine = &mut net.nodes[viewer].engine;
+        engine.handle_message(relay, PeerMessage::Hashes { block, hashes }, now);
+        for index in (first..first + count).filter(|&i| block != arriving || i == 0) {
+            let at = usize::from(index) * CHUNK_SIZE;
+            let data: Arc<[u8]> =
+                bytes[at..at + chunk_len(bytes.len() as u64, usize::from(index))].into();
+            engine.handle_message(relay, PeerMessage::Chunk { block, index, data }, now);
+        }
+        net.pump(viewer);
+    }
+    sent
 }

@@ -147,6 +147,8 @@ pub struct Node {
     pub up_rate: f64,
     pub origin_log: Vec<(Millis, BlockId, u16, u16)>,
     pub sent: Vec<(Millis, usize, String)>,
+    /// What it sent to scripted peers outside the net, logged like `sent`.
+    pub sent_outside: Vec<(Millis, PeerId, String)>,
     /// Why the engine asked to be woken, at each wake-up.
     pub wakes: Vec<TimeoutReason>,
 }
@@ -237,6 +239,7 @@ impl Net {
             up_rate: 4_000.0,
             origin_log: Vec::new(),
             sent: Vec::new(),
+            sent_outside: Vec::new(),
             wakes: Vec::new(),
         });
         self.nodes.len() - 1
@@ -374,11 +377,12 @@ impl Net {
     pub fn perform(&mut self, node: usize, action: Action<Signed>) {
         let now = self.now;
         match action {
-            Action::Send { peer, .. } | Action::Disconnect { peer, .. }
-                if peer.0 as usize >= self.nodes.len() =>
-            {
-                // A scripted peer outside the net: nothing to carry.
+            Action::Send { peer, msg } if peer.0 as usize >= self.nodes.len() => {
+                // A scripted peer outside the net: the test answers, from this log.
+                let logged = format!("{:?}", msg.to_wire()).chars().take(60).collect();
+                self.nodes[node].sent_outside.push((now, peer, logged));
             }
+            Action::Disconnect { peer, .. } if peer.0 as usize >= self.nodes.len() => {}
             Action::Send { peer, msg } => {
                 let to = peer.0 as usize;
                 let mut wire_msg = msg.to_wire();
