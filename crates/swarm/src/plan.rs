@@ -67,9 +67,8 @@ const FRESH_PEER_URGENT_BYTES: u64 = CHUNK_SIZE as u64;
 /// rate it delivers other blocks at (`Peer::eta_of_asked`). Its sources may
 /// take longer than the block plays: with a window of one playing time, the
 /// last chunk asked of the rules test's relay stayed there until the window
-/// closed. On the
-/// premiere's stand-ins, four seeds, 2.776x -> 2.603x at one, 2.610x at two;
-/// on demand, three seeds, +1.8 % at one, +0.1 % at two.
+/// closed. On the premiere's stand-ins, four seeds, 2.776x -> 2.603x at one,
+/// 2.610x at two; on demand, three seeds, +1.8 % at one, +0.1 % at two.
 const RELAY_WINDOW_BLOCKS: u64 = 2;
 
 /// Viewers paused by hand keep fetching, but without hurry.

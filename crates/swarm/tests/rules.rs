@@ -813,10 +813,11 @@ fn a_chunk_waited_for_at_a_relay_moves_though_the_relay_delivered_lately() {
         moved.iter().all(|&at| at < announced + 3_000),
         "moved at {moved:?}, announced at {announced:?}"
     );
+    let chunk_of_waiting = format!("Chunk {{ block: {WAITING:?},");
     let from_seed = net.nodes[seed]
         .sent
         .iter()
-        .filter(|(_, to, what)| *to == viewer && what.starts_with("Chunk { block: BlockId(6),"))
+        .filter(|(_, to, what)| *to == viewer && what.starts_with(&chunk_of_waiting))
         .count();
     assert_eq!(from_seed, 2);
     assert!(net.nodes[viewer].origin_log.iter().all(|o| o.1 != WAITING));
