@@ -89,10 +89,7 @@ proptest! {
         net.run_for(100);
         net.play(viewer, 0, PlayState::Playing);
         let hostile = PeerId(77);
-        let now = net.now;
-        net.nodes[viewer].engine.handle_peer_connected(hostile, now);
-        let grant = net.title.grant("mallory", 2_000_000_000, net.title.swarm_id);
-        net.nodes[viewer].engine.handle_message(hostile, PeerMessage::Handshake { version: telly_proto::wire::WIRE_VERSION, swarm_id: net.title.swarm_id, grant }, now);
+        net.connect_scripted(viewer, hostile, "mallory");
         let len = net.title.layout.len();
         for (kind, block, a, b, bytes, wait) in script {
             let now = net.now;

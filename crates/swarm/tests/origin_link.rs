@@ -6,7 +6,7 @@
 mod common;
 
 use common::{Net, net, title};
-use telly_proto::wire::{Bitfield, BlockId, WIRE_VERSION};
+use telly_proto::wire::{Bitfield, BlockId};
 use telly_swarm::{Config, Millis, PeerId, PeerMessage, PlayState};
 
 #[test]
@@ -333,20 +333,7 @@ fn a_have_of_a_block_no_other_peer_held_is_news_for_the_other_peers() {
     net.play(c, 0, PlayState::Playing);
     let scripted = [PeerId(77), PeerId(78)];
     for (n, &peer) in scripted.iter().enumerate() {
-        let now = net.now;
-        let grant = net
-            .title
-            .grant(&format!("script{n}"), 2_000_000_000, net.title.swarm_id);
-        net.nodes[b].engine.handle_peer_connected(peer, now);
-        net.nodes[b].engine.handle_message(
-            peer,
-            PeerMessage::Handshake {
-                version: WIRE_VERSION,
-                swarm_id: net.title.swarm_id,
-                grant,
-            },
-            now,
-        );
+        net.connect_scripted(b, peer, &format!("script{n}"));
     }
     let mut bits = Bitfield::new(net.title.layout.len());
     bits.set(12, true);

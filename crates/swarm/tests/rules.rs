@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{Net, net, request_or_cancel, title};
-use telly_proto::wire::{Bitfield, BlockId, CHUNK_SIZE, GoodbyeReason, WIRE_VERSION, chunk_len};
+use telly_proto::wire::{Bitfield, BlockId, CHUNK_SIZE, GoodbyeReason, chunk_len};
 use telly_proto::{Sha256Hash, merkle};
 use telly_swarm::{Config, Millis, PeerId, PeerMessage, PlayState, TimeoutReason};
 
@@ -770,17 +770,12 @@ fn a_chunk_waited_for_at_a_relay_moves_though_the_relay_delivered_lately() {
     for block in 0..net.title.layout.len() {
         holds.set(block, block != WAITING.0 as usize);
     }
-    let grant = net.title.grant("relay", 2_000_000_000, net.title.swarm_id);
-    let handshake = PeerMessage::Handshake {
-        version: WIRE_VERSION,
-        swarm_id: net.title.swarm_id,
-        grant,
-    };
+    net.connect_scripted(viewer, relay, "relay");
     let now = net.now;
-    net.nodes[viewer].engine.handle_peer_connected(relay, now);
-    for msg in [handshake, PeerMessage::HaveMap(holds)] {
-        net.nodes[viewer].engine.handle_message(relay, msg, now);
-    }
+    let have_map = PeerMessage::HaveMap(holds);
+    net.nodes[viewer]
+        .engine
+        .handle_message(relay, have_map, now);
     net.pump(viewer);
     let started = net.start_then_play(viewer, 0, 500);
     let announced = started + net.title.layout.deadline_time(WAITING) - 5_000;

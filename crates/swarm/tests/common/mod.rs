@@ -309,6 +309,22 @@ impl Net {
         self.pump_all();
     }
 
+    /// Links `node` to a peer the test scripts by hand (outside the net: what
+    /// `node` sends it lands in `sent_outside`), which hands over a valid
+    /// handshake granted to `name`.
+    pub fn connect_scripted(&mut self, node: usize, peer: PeerId, name: &str) {
+        let now = self.now;
+        let grant = self.title.grant(name, 2_000_000_000, self.title.swarm_id);
+        let handshake = PeerMessage::Handshake {
+            version: wire::WIRE_VERSION,
+            swarm_id: self.title.swarm_id,
+            grant,
+        };
+        let engine = &mut self.nodes[node].engine;
+        engine.handle_peer_connected(peer, now);
+        engine.handle_message(peer, handshake, now);
+    }
+
     pub fn disconnect(&mut self, a: usize, b: usize) {
         let now = self.now;
         self.nodes[a]
