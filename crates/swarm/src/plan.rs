@@ -1,7 +1,7 @@
 //! Download planning: which chunk to ask of which peer (when the origin:
 //! `origin.rs`).
 //!
-//! Rules (each has a scenario test in tests/rules.rs):
+//! Rules (each has a scenario test in tests/rules.rs or tests/moves.rs):
 //! - Blocks are needed from the playhead to `horizon_ms` past it, plus every init
 //!   segment; a block's deadline is when the player reaches it. Until its first
 //!   frame, and while its player is behind what it holds
@@ -66,9 +66,10 @@ const FRESH_PEER_URGENT_BYTES: u64 = CHUNK_SIZE as u64;
 /// relay announces at its first chunk): it is judged by the wait, not by the
 /// rate it delivers other blocks at (`Peer::eta_of_asked`). Its sources may
 /// take longer than the block plays: with a window of one playing time, the
-/// last chunk asked of the rules test's relay stayed there until the window
-/// closed. On the premiere's stand-ins, four seeds, 2.776x -> 2.603x at one,
-/// 2.610x at two; on demand, three seeds, +1.8 % at one, +0.1 % at two.
+/// last chunk asked of the scripted relay in tests/moves.rs stayed there
+/// until the window closed. On the premiere's stand-ins, four seeds, 2.776x
+/// -> 2.603x at one, 2.610x at two; on demand, three seeds, +1.8 % at one,
+/// +0.1 % at two.
 const RELAY_WINDOW_BLOCKS: u64 = 2;
 
 /// Viewers paused by hand keep fetching, but without hurry.
