@@ -71,6 +71,10 @@ pub(crate) struct Peer {
     /// announces a block at its first chunk, so one announced lately is
     /// probably still arriving there (`Peer::eta_of_asked`).
     pub last_have: Option<(BlockId, Millis)>,
+    /// Where in the title (ms) the furthest-along block this peer announced
+    /// starts: how far ahead of a block we want it is (plan.rs,
+    /// `PREFETCH_LEAD_STEP_MS`).
+    pub furthest_ms: u64,
     pub cancelled: VecDeque<(BlockId, u16)>,
     /// Blocks this peer recently refused us, and until when we leave them be.
     pub refusals: VecDeque<(BlockId, Millis)>,
@@ -107,6 +111,7 @@ impl Peer {
             rtt: initial_rtt,
             last_arrival: Millis::ZERO,
             last_have: None,
+            furthest_ms: 0,
             cancelled: VecDeque::new(),
             refusals: VecDeque::new(),
             bytes_down: 0,

@@ -111,6 +111,7 @@ impl<T: Trust> Engine<T> {
             self.drop_peer(peer, GoodbyeReason::ProtocolViolation);
             return false;
         }
+        let starts_at = self.layout.deadline_time(block);
         let Some(p) = self.peers.get_mut(&peer) else {
             return false;
         };
@@ -118,6 +119,7 @@ impl<T: Trust> Engine<T> {
             return false;
         }
         p.have.set(block.0 as usize, true);
+        p.furthest_ms = p.furthest_ms.max(starts_at);
         self.avail[block.0 as usize] += 1;
         if !self.has_block(block) {
             self.dirty_plan = true;

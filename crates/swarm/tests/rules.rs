@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Net, net, title};
+use common::{Net, net, request_or_cancel, title};
 use telly_proto::wire::{BlockId, GoodbyeReason};
 use telly_swarm::{Config, Millis, PlayState};
 
@@ -161,6 +161,40 @@ fn a_newcomer_asks_for_its_init_segment_a_peer_it_keeps_busy_with_prefetching() 
         "{:?}",
         net.nodes[viewer].origin_log
     );
+}
+
+#[test]
+fn prefetch_asks_the_holder_least_far_ahead_of_the_block() {
+    // Two peers hold the viewer's next twenty seconds; one of them holds the
+    // rest of the title too. Left to room alone (a tie between fresh peers
+    // goes to the higher id, `far`), prefetch would ask `far` for both.
+    let mut net = Net::new(title(40, 150_000));
+    let near = net.add(Net::config(1));
+    let soon: Vec<BlockId> = (0..=10).map(BlockId).collect();
+    net.seed_blocks(near, &soon);
+    let far = net.add(Net::config(2));
+    net.seed_all(far);
+    let viewer = net.add(Net::config(3));
+    net.connect(near, viewer);
+    net.connect(far, viewer);
+    net.run_for(100);
+    net.start_then_play(viewer, 0, 1_000);
+    net.run_for(3_000);
+    let asked = |of: usize, blocks: std::ops::RangeInclusive<u32>| -> usize {
+        net.nodes[viewer]
+            .sent
+            .iter()
+            .filter(|(_, to, _)| *to == of)
+            .filter_map(|(_, _, msg)| request_or_cancel(msg))
+            .filter(|&(kind, block, _, _)| kind == "Request" && blocks.contains(&block))
+            .map(|(_, _, _, count)| usize::from(count))
+            .sum()
+    };
+    // Blocks 5 to 10 start 8 to 18 s in, beyond the urgent window: prefetched.
+    assert_eq!(asked(far, 5..=10), 0);
+    assert_eq!(asked(near, 5..=10), 6 * 3);
+    // What only `far` holds is still asked of it.
+    assert!(asked(far, 11..=40) > 0);
 }
 
 #[test]
