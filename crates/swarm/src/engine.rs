@@ -703,6 +703,17 @@ impl<T: Trust> Engine<T> {
         (self.config.unix_ms_at_zero + now.0) / 1000
     }
 
+    /// A number drawn from the engine's seed for `block` and `salt`
+    /// (splitmix64's finaliser): the same for the same three, unrelated
+    /// between blocks, salts and viewers.
+    pub(crate) fn seeded_draw(&self, block: BlockId, salt: u64) -> u64 {
+        let mut x =
+            self.config.seed ^ salt ^ u64::from(block.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^ (x >> 31)
+    }
+
     pub(crate) fn send(&mut self, peer: PeerId, msg: PeerMessage<T>) {
         self.actions.push_back(Action::Send { peer, msg });
     }

@@ -72,10 +72,7 @@ impl<T: Trust> Engine<T> {
     /// takes to reach them (premiere +5 to +21 %). So the draw is taken within
     /// the room, with the density keeping its shape and scale.
     fn spread(&self, block: BlockId, room: u64) -> u64 {
-        let mut x = self.config.seed ^ u64::from(block.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^= x >> 31;
+        let x = self.seeded_draw(block, 0);
         let uniform = (x >> 11) as f64 / (1u64 << 53) as f64;
         let window = self.config.origin_spread_ms as f64;
         let lambda = if room >= self.config.origin_spread_ms {

@@ -21,7 +21,9 @@
 //!   again when it turns urgent.
 //! - Other blocks in the horizon are prefetched rarest first, each chunk from the
 //!   holder least far ahead of the block (`PREFETCH_LEAD_STEP_MS`), then the one
-//!   with the most free pipeline.
+//!   with the most free pipeline; a block's chunks from a point of the viewer's
+//!   own, so that viewers fetching it together get different pieces to trade
+//!   (`first_chunk`).
 //! - A peer's pipeline holds its bandwidth-delay product (at least two chunks);
 //!   urgent requests only by their estimate and `URGENT_PIPELINE_BYTES`, and a
 //!   peer's urgent bytes outstanding by what it has delivered so far plus a
@@ -89,6 +91,10 @@ const RELAY_WINDOW_BLOCKS: u64 = 2;
 /// seeks, premiere 2.540x), 40 s (4.020x on seed 2) and 60 s (5.195x on
 /// seed 5, one viewer rebuffering).
 const PREFETCH_LEAD_STEP_MS: u64 = 20_000;
+
+/// Keeps `first_chunk`'s draw apart from the origin spread's (`origin.rs`),
+/// which takes the same seed and block.
+const FIRST_CHUNK_SALT: u64 = 0x6A09_E667_F3BC_C908;
 
 /// Viewers paused by hand keep fetching, but without hurry.
 const PAUSED_SLACK_MS: u64 = 10_000;
@@ -303,6 +309,23 @@ impl<T: Trust> Engine<T> {
         );
     }
 
+    /// The chunk of `block` this viewer asks for first: a point drawn from the
+    /// engine's seed and the block, the rest following in order round the
+    /// block. Viewers prefetching a block from its few holders at once (a
+    /// premiere's front, each new block) would otherwise all ask for its first
+    /// chunk first, get the same piece, and have nothing to pass each other;
+    /// BitTorrent starts on a random piece for the same reason.
+    fn first_chunk(&self, block: BlockId) -> u16 {
+        let chunks = u64::from(self.layout.info(block).chunks.max(1));
+        (self.seeded_draw(block, FIRST_CHUNK_SALT) % chunks) as u16
+    }
+
+    /// `index`'s place in the order this viewer asks for `block`'s chunks.
+    fn chunk_rank(&self, block: BlockId, index: u16) -> u16 {
+        let chunks = self.layout.info(block).chunks.max(1);
+        (index + chunks - self.first_chunk(block)) % chunks
+    }
+
     fn plan_urgent(
         &mut self,
         block: BlockId,
@@ -325,6 +348,9 @@ impl<T: Trust> Engine<T> {
             match asked {
                 None => match self.best_peer(block, len, (deadline, limit), None, now) {
                     Some(peer) => {
+                        // As for a chunk already asked (below): an early
+                        // fetch must not be queued ahead of it.
+                        self.origin_due_first = self.origin_due_first.min(limit);
                         self.assign(peer, block, index, deadline, &mut scratch.batch, now)
                     }
                     None => scratch.at_risk.push(index),
@@ -365,6 +391,7 @@ impl<T: Trust> Engine<T> {
                             if !self.in_end_game(block) && !self.waits_for(deadline) {
                                 self.cancel_request(first, block, index);
                             }
+                            self.origin_due_first = self.origin_due_first.min(limit);
                             self.assign(peer, block, index, deadline, &mut scratch.batch, now)
                         }
                         None => scratch.at_risk.push(index),
@@ -485,6 +512,9 @@ impl<T: Trust> Engine<T> {
         scratch
             .chunks
             .retain(|&i| !chosen.iter().any(|&(_, b, c, _)| b == block && c == i));
+        let first = self.first_chunk(block);
+        let pos = scratch.chunks.partition_point(|&i| i < first);
+        scratch.chunks.rotate_left(pos);
         for &index in &scratch.chunks {
             let len = self.chunk_bytes(block, usize::from(index));
             let roomiest = scratch
@@ -583,7 +613,11 @@ impl<T: Trust> Engine<T> {
 
     /// Sends the batch's requests, consecutive chunks of a block to a peer as one.
     fn flush(&mut self, batch: &mut Batch, now: Millis) {
-        batch.0.sort_unstable_by_key(|(p, b, i, _, _)| (*p, *b, *i));
+        // In each block's own order (`first_chunk`): an uploader serves one
+        // requester's chunks due together in the order asked.
+        batch
+            .0
+            .sort_unstable_by_key(|&(p, b, i, _, _)| (p, b, self.chunk_rank(b, i)));
         let mut i = 0;
         while i < batch.0.len() {
             let (peer, block, first, deadline, want_hashes) = batch.0[i];

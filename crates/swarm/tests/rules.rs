@@ -273,11 +273,7 @@ fn viewers_starting_together_spread_the_origin_fetches_of_blocks_already_in_view
     // block due at 6 s), and three viewers fetched the first of them.
     let mut net = Net::new(title(16, 60_000));
     let viewers: Vec<usize> = (0..8).map(|seed| net.add(Net::config(seed))).collect();
-    for (i, &a) in viewers.iter().enumerate() {
-        for &b in &viewers[i + 1..] {
-            net.connect(a, b);
-        }
-    }
+    net.connect_all(&viewers);
     net.run_for(100);
     for &v in &viewers {
         net.play(v, 0, PlayState::Starting);
@@ -530,6 +526,60 @@ fn a_relay_passes_on_chunks_before_its_block_is_complete() {
             })
     });
     assert!(early, "no chunk was relayed before its block completed");
+    assert_eq!(net.origin_bytes, 0);
+}
+
+#[test]
+fn viewers_fetching_a_block_together_ask_its_holder_for_different_chunks() {
+    // One holder with a slow uplink and four viewers prefetching together. In
+    // index order every viewer would ask for a block's first chunk first, the
+    // holder's first sends of the block would all be that chunk, and the
+    // viewers would hold the same piece, with nothing to pass each other.
+    let mut net = Net::new(title(12, 500_000));
+    let seed = net.add(Net::config(1));
+    net.seed_all(seed);
+    net.nodes[seed].up_rate = 200.0; // a chunk every 0.33 s
+    let viewers: Vec<usize> = (2..6).map(|s| net.add(Net::config(s))).collect();
+    for &v in &viewers {
+        net.connect(seed, v);
+    }
+    net.connect_all(&viewers);
+    net.run_for(100);
+    for &v in &viewers {
+        net.play(v, 0, PlayState::Paused);
+    }
+    net.run_for(20_000);
+    let chunk_of = |what: &str| -> Option<(u32, u16)> {
+        let rest = what.strip_prefix("Chunk { block: BlockId(")?;
+        let (block, rest) = rest.split_once("), index: ")?;
+        let index: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        Some((block.parse().ok()?, index.parse().ok()?))
+    };
+    // The holder's first send of each block to each viewer.
+    let mut firsts: std::collections::BTreeMap<u32, Vec<(usize, u16)>> = Default::default();
+    for (_, to, what) in &net.nodes[seed].sent {
+        if let Some((block, index)) = chunk_of(what) {
+            let sends = firsts.entry(block).or_default();
+            if !sends.iter().any(|&(v, _)| v == *to) {
+                sends.push((*to, index));
+            }
+        }
+    }
+    let shared = firsts.values().filter(|sends| sends.len() > 1).count();
+    let diverse = firsts
+        .values()
+        .filter(|sends| sends.iter().any(|&(_, i)| i != sends[0].1))
+        .count();
+    assert!(shared >= 4, "{firsts:?}");
+    assert!(2 * diverse >= shared, "{diverse} of {shared}: {firsts:?}");
+    // And they passed each other what they got.
+    let traded = viewers.iter().any(|&v| {
+        net.nodes[v]
+            .sent
+            .iter()
+            .any(|(_, to, what)| viewers.contains(to) && what.starts_with("Chunk"))
+    });
+    assert!(traded);
     assert_eq!(net.origin_bytes, 0);
 }
 

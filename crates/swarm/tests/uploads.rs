@@ -12,7 +12,9 @@ fn upload_slots_are_bounded_and_freed_slots_go_to_the_refused() {
     let mut net = net();
     let seed = net.add(Config {
         upload_slots: 1,
-        slot_idle_ms: 1_000,
+        // Shorter than a choked viewer's pause before it asks again
+        // (`CHOKE_PAUSE_MS`), which would otherwise take the idle slot itself.
+        slot_idle_ms: 200,
         ..Net::config(1)
     });
     net.seed_all(seed);
@@ -35,14 +37,17 @@ fn upload_slots_are_bounded_and_freed_slots_go_to_the_refused() {
     assert!(sent.iter().any(|s| s == "Choke"), "{sent:?}");
     net.run_for(30_000);
     // The slot changes hands as the two ask (a holder with nothing due soon
-    // yields it to a request due sooner); a slot freed goes to the one refused.
-    let unchoked: Vec<_> = net.nodes[seed]
-        .sent
-        .iter()
-        .filter(|s| s.2 == "Unchoke")
-        .map(|s| s.1)
-        .collect();
-    assert!(!unchoked.is_empty(), "{:?}", net.nodes[seed].sent);
+    // yields it to a request due sooner); a slot freed, its holder idle, goes
+    // to the one refused.
+    let log = &net.nodes[seed].sent;
+    let unchoked: Vec<_> = log.iter().filter(|s| s.2 == "Unchoke").collect();
+    assert!(!unchoked.is_empty(), "{log:?}");
+    for (at, to, _) in unchoked {
+        let refused = log
+            .iter()
+            .any(|s| s.1 == *to && s.2 == "Choke" && s.0 < *at);
+        assert!(refused, "unchoked {to} at {at:?} unrefused: {log:?}");
+    }
     assert_eq!(net.delivered(first), net.all_blocks());
     assert_eq!(net.delivered(second), net.all_blocks());
 }

@@ -312,6 +312,15 @@ impl Net {
     /// Links `node` to a peer the test scripts by hand (outside the net: what
     /// `node` sends it lands in `sent_outside`), which hands over a valid
     /// handshake granted to `name`.
+    /// Links every two of `nodes`.
+    pub fn connect_all(&mut self, nodes: &[usize]) {
+        for (i, &a) in nodes.iter().enumerate() {
+            for &b in &nodes[i + 1..] {
+                self.connect(a, b);
+            }
+        }
+    }
+
     pub fn connect_scripted(&mut self, node: usize, peer: PeerId, name: &str) {
         let now = self.now;
         let grant = self.title.grant(name, 2_000_000_000, self.title.swarm_id);
