@@ -309,9 +309,6 @@ impl Net {
         self.pump_all();
     }
 
-    /// Links `node` to a peer the test scripts by hand (outside the net: what
-    /// `node` sends it lands in `sent_outside`), which hands over a valid
-    /// handshake granted to `name`.
     /// Links every two of `nodes`.
     pub fn connect_all(&mut self, nodes: &[usize]) {
         for (i, &a) in nodes.iter().enumerate() {
@@ -321,6 +318,9 @@ impl Net {
         }
     }
 
+    /// Links `node` to a peer the test scripts by hand (outside the net: what
+    /// `node` sends it lands in `sent_outside`), which hands over a valid
+    /// handshake granted to `name`.
     pub fn connect_scripted(&mut self, node: usize, peer: PeerId, name: &str) {
         let now = self.now;
         let grant = self.title.grant(name, 2_000_000_000, self.title.swarm_id);
