@@ -96,6 +96,18 @@ const PREFETCH_LEAD_STEP_MS: u64 = 20_000;
 /// which takes the same seed and block.
 const FIRST_CHUNK_SALT: u64 = 0x6A09_E667_F3BC_C908;
 
+/// Prefetch keeps what its peers are expected to deliver within this time,
+/// each at its measured rate, under what the viewer's own link takes in that
+/// time (the origin's measured rate): the link is one queue for every peer
+/// and for the origin. Opening the horizon at its first frame, a viewer asked
+/// up to 24 peers for two or more chunks each at once, and at 6-12 Mbit/s
+/// the next block's last chunk, and the origin's answer at its last chance,
+/// waited 0.4 to 3 s behind them: every stall of the 10,000-viewer run, and
+/// 40 on the half-hour stand-in with slow links (DESIGN.md, "The viewer's
+/// own link"). Counting whole pipelines instead, which mostly wait in the
+/// uploaders' queues, starved prefetch (116x the minimum at 300 ms).
+const LINK_BACKLOG_MS: f64 = 1_000.0;
+
 /// Viewers paused by hand keep fetching, but without hurry.
 const PAUSED_SLACK_MS: u64 = 10_000;
 
@@ -126,6 +138,8 @@ pub(crate) struct PlanScratch {
     /// What may be asked does not change while choosing, so it is read once
     /// per block, not once per chunk and peer (a tenth of a large run's time).
     askable: Vec<bool>,
+    /// Bytes prefetch may still ask for in this pass (`LINK_BACKLOG_MS`).
+    link_room: u64,
 }
 
 struct Roomy {
@@ -258,6 +272,7 @@ impl<T: Trust> Engine<T> {
             }
         }
         scratch.prefetch.sort_unstable();
+        scratch.link_room = self.link_room();
         // Prefetch choices read the peers' have-maps and refusals, which asking
         // does not change: they are all made first, beside the peers themselves
         // (no lookup per block and peer), and the chunks assigned after, in the
@@ -288,6 +303,20 @@ impl<T: Trust> Engine<T> {
         scratch.assigned = assigned;
         self.flush(&mut scratch.batch, now);
         self.plan_scratch = scratch;
+    }
+
+    /// Bytes prefetch may add before what is expected in the next
+    /// `LINK_BACKLOG_MS` (from each peer, at most its measured rate for that
+    /// long; from the origin, all it was asked) fills what the viewer's link
+    /// takes in that time.
+    fn link_room(&self) -> u64 {
+        let expected: u64 = self
+            .peers
+            .values()
+            .map(|p| p.inflight_bytes.min((p.rate * LINK_BACKLOG_MS) as u64))
+            .sum::<u64>()
+            + self.origin_inflight.bytes();
+        ((self.origin_rate * LINK_BACKLOG_MS) as u64).saturating_sub(expected)
     }
 
     /// Peers that may be asked now: handshake done, not backing off.
@@ -517,6 +546,9 @@ impl<T: Trust> Engine<T> {
         scratch.chunks.rotate_left(pos);
         for &index in &scratch.chunks {
             let len = self.chunk_bytes(block, usize::from(index));
+            if scratch.link_room < len {
+                return false;
+            }
             let roomiest = scratch
                 .roomy
                 .iter()
@@ -533,6 +565,7 @@ impl<T: Trust> Engine<T> {
             match roomiest {
                 Some((_, at)) => {
                     let r = &mut scratch.roomy[at];
+                    scratch.link_room -= len;
                     scratch.assigned.push((r.id, block, index, deadline));
                     r.inflight += len;
                     if !r.may_take_a_chunk() {

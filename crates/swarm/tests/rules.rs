@@ -584,6 +584,55 @@ fn viewers_fetching_a_block_together_ask_its_holder_for_different_chunks() {
 }
 
 #[test]
+fn prefetch_asks_no_more_than_the_viewers_own_link_takes_in_a_second() {
+    // Twelve peers hold the whole title; the viewer's link (its origin rate)
+    // takes 300 KB/s.
+    let mut net = Net::new(title(40, 150_000));
+    let viewer = net.add(Config {
+        origin_rate: 300_000,
+        ..Net::config(99)
+    });
+    for seed in 1..=12 {
+        let peer = net.add(Net::config(seed));
+        net.seed_all(peer);
+        net.connect(peer, viewer);
+    }
+    net.start_then_play(viewer, 0, 1_500);
+    // Prefetch (blocks past the urgent window's 8 s, blocks 1-4) asked for
+    // in its first 30 ms, before any answer could be back (a 40 ms round
+    // trip).
+    let chunk_bytes = |index: u16| 65_536.min(150_000 - usize::from(index) * 65_536);
+    let prefetch: Vec<(Millis, usize)> = net.nodes[viewer]
+        .sent
+        .iter()
+        .filter_map(|(at, _, msg)| Some((*at, request_or_cancel(msg)?)))
+        .filter(|&(_, (kind, block, _, _))| kind == "Request" && block >= 6)
+        .map(|(at, (_, _, first, count))| (at, (first..first + count).map(chunk_bytes).sum()))
+        .collect();
+    let opened = prefetch.first().expect("nothing prefetched").0;
+    let at_once: usize = prefetch
+        .iter()
+        .filter(|(at, _)| at.0 < opened.0 + 30)
+        .map(|(_, bytes)| bytes)
+        .sum();
+    assert!(
+        at_once <= 300_000,
+        "{at_once} bytes asked at once of a 300 KB/s link"
+    );
+    // The bound paces prefetch, it does not starve it.
+    net.run_for(20_000);
+    let delivered = net.delivered(viewer);
+    for block in (6..=20).map(BlockId) {
+        assert!(delivered.contains(&block), "{block:?} not delivered");
+    }
+    assert!(
+        net.nodes[viewer].origin_log.iter().all(|o| o.1.0 < 6),
+        "{:?}",
+        net.nodes[viewer].origin_log
+    );
+}
+
+#[test]
 fn pipelines_grow_with_a_fast_peer() {
     let mut net = Net::new(title(30, 600_000));
     let seed = net.add(Config {

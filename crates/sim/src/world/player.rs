@@ -96,9 +96,12 @@ impl Shard {
             if sh.trace.stalls
                 && let Some(node) = v.node.as_ref()
             {
+                // The downlink's own queue: what reaches the viewer now
+                // waits this long behind what it is already taking in.
                 eprintln!(
-                    "{now} viewer {id} stalls: {}",
-                    node.describe_block(BlockId(needed as u32), Millis(now))
+                    "{now} viewer {id} stalls: {} downlink_backlog={:.0}ms",
+                    node.describe_block(BlockId(needed as u32), Millis(now)),
+                    (v.down_free - now as f64).max(0.0)
                 );
             }
             if let Some(node) = v.node.as_mut() {
