@@ -29,6 +29,11 @@
 //!   peer's urgent bytes outstanding by what it has delivered so far plus a
 //!   chunk (`FRESH_PEER_URGENT_BYTES`): a newcomer's first blocks go to all the
 //!   peers that answer, not all to the first.
+//! - Prefetch asks only while what its peers (each at most its measured rate)
+//!   and the origin are expected to deliver in the next second fits what the
+//!   viewer's own link takes in a second (`LINK_BACKLOG_MS`): the link is one
+//!   queue, and a flood of prefetch delays the next block and the origin's
+//!   last-chance answer behind it.
 //! - Chunks no peer can deliver in time go to the origin (`origin.rs`).
 
 use std::cmp::Reverse;

@@ -598,9 +598,9 @@ fn prefetch_asks_no_more_than_the_viewers_own_link_takes_in_a_second() {
         net.connect(peer, viewer);
     }
     net.start_then_play(viewer, 0, 1_500);
-    // Prefetch (blocks past the urgent window's 8 s, blocks 1-4) asked for
-    // in its first 30 ms, before any answer could be back (a 40 ms round
-    // trip).
+    // Prefetch asked for in its first 30 ms, before any answer could be
+    // back (a 40 ms round trip); from block 6, since blocks 1-4 are the
+    // urgent window's 8 s and block 5 enters it within 2 s.
     let chunk_bytes = |index: u16| 65_536.min(150_000 - usize::from(index) * 65_536);
     let prefetch: Vec<(Millis, usize)> = net.nodes[viewer]
         .sent
