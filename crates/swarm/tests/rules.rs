@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Net, net, request_or_cancel, title};
-use telly_proto::wire::{BlockId, GoodbyeReason};
+use telly_proto::wire::{BlockId, GoodbyeReason, chunk_len};
 use telly_swarm::{Config, Millis, PlayState};
 
 /// A peer holding the whole title, and a viewer linked to it starting to play.
@@ -601,7 +601,7 @@ fn prefetch_asks_no_more_than_the_viewers_own_link_takes_in_a_second() {
     // Prefetch asked for in its first 30 ms, before any answer could be
     // back (a 40 ms round trip); from block 6, since blocks 1-4 are the
     // urgent window's 8 s and block 5 enters it within 2 s.
-    let chunk_bytes = |index: u16| 65_536.min(150_000 - usize::from(index) * 65_536);
+    let chunk_bytes = |index: u16| chunk_len(150_000, usize::from(index));
     let prefetch: Vec<(Millis, usize)> = net.nodes[viewer]
         .sent
         .iter()
