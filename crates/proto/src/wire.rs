@@ -35,7 +35,7 @@ use crate::manifest::{BlockEntry, MAX_BLOCK_SIZE, Manifest};
 use crate::merkle::{self, PIECE_SIZE};
 
 /// Bumped on any incompatible change to [`Message`]; the first byte of every frame.
-pub const WIRE_VERSION: u8 = 2;
+pub const WIRE_VERSION: u8 = 3;
 /// Merkle pieces per chunk, the unit of requests and data messages.
 pub const CHUNK_PIECES: usize = 4;
 /// Bytes of a full chunk (64 KiB).
@@ -211,6 +211,15 @@ pub enum Message {
         block: BlockId,
         hops: u8,
     },
+    /// The sender has begun sending this requested chunk; the chunk follows
+    /// on the same ordered channel. A chunk takes its uploader's link a
+    /// while to send and arrives whole, so without this its requester sees
+    /// only silence, may give it up for another peer or the origin, and
+    /// receives it anyway: a wasted copy of the uploader's scarce upload.
+    Sending {
+        block: BlockId,
+        index: u16,
+    },
 }
 
 /// Chunk data as one byte string rather than a sequence of `u8`s: postcard
@@ -312,6 +321,11 @@ impl Message {
             Message::Coming { hops, .. } => {
                 if *hops > MAX_COMING_HOPS {
                     return Err(WireError::OutOfBounds("coming hops"));
+                }
+            }
+            Message::Sending { index, .. } => {
+                if usize::from(*index) >= MAX_CHUNKS {
+                    return Err(WireError::OutOfBounds("chunk index"));
                 }
             }
             Message::Have(_) | Message::Choke | Message::Unchoke | Message::Goodbye(_) => {}
@@ -448,6 +462,10 @@ mod tests {
                 block: BlockId(40),
                 hops: MAX_COMING_HOPS,
             },
+            Message::Sending {
+                block: BlockId(41),
+                index: 7,
+            },
         ]
     }
 
@@ -502,6 +520,14 @@ mod tests {
             hops: MAX_COMING_HOPS + 1,
         };
         assert!(matches!(encode(&far), Err(WireError::OutOfBounds(_))));
+        let past_the_last_chunk = Message::Sending {
+            block: BlockId(0),
+            index: MAX_CHUNKS as u16,
+        };
+        assert!(matches!(
+            encode(&past_the_last_chunk),
+            Err(WireError::OutOfBounds(_))
+        ));
         // A hand-made have-map whose declared length disagrees with its bytes.
         let mut frame = vec![WIRE_VERSION];
         frame.extend(postcard::to_allocvec(&Message::HaveMap(Bitfield::new(8))).unwrap());

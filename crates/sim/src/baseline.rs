@@ -355,7 +355,8 @@ impl SimNode for Baseline {
             | PeerMessage::Hashes { .. }
             | PeerMessage::Choke
             | PeerMessage::Unchoke
-            | PeerMessage::Coming { .. } => {}
+            | PeerMessage::Coming { .. }
+            | PeerMessage::Sending { .. } => {}
         }
         self.plan(now);
     }

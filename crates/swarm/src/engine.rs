@@ -408,6 +408,7 @@ impl<T: Trust> Engine<T> {
                 }
             }
             PeerMessage::Coming { block, hops } => self.on_coming(peer, block, hops, now),
+            PeerMessage::Sending { block, index } => self.on_sending(peer, block, index, now),
         }
     }
 

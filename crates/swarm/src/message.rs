@@ -52,6 +52,10 @@ pub enum PeerMessage<T: Trust> {
         block: BlockId,
         hops: u8,
     },
+    Sending {
+        block: BlockId,
+        index: u16,
+    },
 }
 
 impl<T: Trust> PeerMessage<T> {
@@ -125,6 +129,7 @@ impl PeerMessage<Signed> {
             PeerMessage::Unchoke => Message::Unchoke,
             PeerMessage::Goodbye(reason) => Message::Goodbye(reason),
             PeerMessage::Coming { block, hops } => Message::Coming { block, hops },
+            PeerMessage::Sending { block, index } => Message::Sending { block, index },
         }
     }
 
@@ -181,6 +186,7 @@ impl PeerMessage<Signed> {
             Message::Unchoke => PeerMessage::Unchoke,
             Message::Goodbye(reason) => PeerMessage::Goodbye(reason),
             Message::Coming { block, hops } => PeerMessage::Coming { block, hops },
+            Message::Sending { block, index } => PeerMessage::Sending { block, index },
         }
     }
 }

@@ -29,6 +29,8 @@ pub(crate) struct Inflight {
     pub expires: Millis,
     pub deadline: Millis,
     pub len: u32,
+    /// When the peer told us it began sending it (`PeerMessage::Sending`).
+    pub on_wire: Option<Millis>,
 }
 
 /// A chunk this peer asked us for.
@@ -44,6 +46,9 @@ pub(crate) struct Queued {
 
 /// Chunks cancelled on this peer that may still arrive and are not a violation.
 const CANCELLED_MEMORY: usize = 128;
+
+/// Added to a chunk's expected arrival after its `Sending` notice.
+const ON_WIRE_GRACE_MS: u64 = 100;
 
 /// How long after its last chunk to us a peer still counts as serving us at
 /// its measured rate (`Peer::eta_of_asked`).
@@ -157,6 +162,16 @@ impl Peer {
             self.current_rate(now)
         };
         self.eta_at(now, self.ahead_of(deadline), rate)
+    }
+
+    /// When a chunk this peer said it began sending (`PeerMessage::Sending`)
+    /// should be in: its length at their measured rate after the notice, and
+    /// `ON_WIRE_GRACE_MS` for the rate's error. None if it said nothing.
+    #[inline]
+    pub fn eta_on_wire(&self, block: BlockId, chunk: u16) -> Option<Millis> {
+        let f = &self.inflight[self.find_inflight(block, chunk)?];
+        let transfer = f64::from(f.len) / self.rate.max(1e-3);
+        f.on_wire.map(|at| at + transfer as u64 + ON_WIRE_GRACE_MS)
     }
 
     /// Whether this peer announced `block` less than `within` ms ago, so that
@@ -415,6 +430,27 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_on_the_wire_is_due_its_length_at_the_peers_rate_after_the_notice() {
+        let mut p = peer(64.0);
+        p.inflight.push(Inflight {
+            block: BlockId(3),
+            chunk: 2,
+            sent_at: Millis::ZERO,
+            expires: Millis(1_500),
+            deadline: Millis(9_000),
+            len: 64_000,
+            on_wire: None,
+        });
+        assert_eq!(p.eta_on_wire(BlockId(3), 2), None);
+        p.inflight[0].on_wire = Some(Millis(2_000));
+        assert_eq!(
+            p.eta_on_wire(BlockId(3), 2),
+            Some(Millis(2_000 + 1_000 + ON_WIRE_GRACE_MS))
+        );
+        assert_eq!(p.eta_on_wire(BlockId(3), 1), None);
+    }
+
+    #[test]
     fn a_peer_that_delivered_lately_keeps_its_rate_and_a_silent_one_slows() {
         const LEN: u32 = 65_536;
         let mut p = peer(100.0);
@@ -426,6 +462,7 @@ mod tests {
                 expires: Millis(1_500),
                 deadline: Millis(deadline),
                 len: LEN,
+                on_wire: None,
             });
             p.inflight_bytes += u64::from(LEN);
         }
@@ -462,6 +499,7 @@ mod tests {
                 expires: Millis(1_500),
                 deadline: Millis(6_000),
                 len: LEN,
+                on_wire: None,
             });
             p.inflight_bytes += u64::from(LEN);
         }

@@ -379,13 +379,31 @@ impl<T: Trust> Engine<T> {
         // and the planner already asks a second peer or the origin when a deadline
         // is at risk. Only a peer silent for three timeouts loses its requests.
         let step = self.config.min_request_timeout_ms;
-        let quiet_since = p.last_arrival.max(p.inflight[i].sent_at);
+        let quiet_since = p
+            .last_arrival
+            .max(p.inflight[i].sent_at)
+            .max(p.inflight[i].on_wire.unwrap_or(Millis::ZERO));
         match next_silence_check(now.0, quiet_since.0, step) {
             Some(next) => {
                 p.inflight[i].expires = Millis(next);
                 RequestCheck::Moved(Millis(next))
             }
             None => RequestCheck::Due,
+        }
+    }
+
+    /// The peer began sending a chunk we asked it for.
+    pub(crate) fn on_sending(&mut self, peer: PeerId, block: BlockId, index: u16, now: Millis) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        match p.find_inflight(block, index) {
+            Some(at) => p.inflight[at].on_wire = Some(now),
+            None => {
+                if !p.cancelled.iter().any(|&(b, c)| b == block && c == index) {
+                    self.drop_peer(peer, GoodbyeReason::ProtocolViolation);
+                }
+            }
         }
     }
 

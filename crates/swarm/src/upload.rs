@@ -491,6 +491,13 @@ impl<T: Trust> Engine<T> {
         self.stats.bytes_uploaded += len as u64;
         self.send(
             peer,
+            PeerMessage::Sending {
+                block: q.block,
+                index: q.chunk,
+            },
+        );
+        self.send(
+            peer,
             PeerMessage::Chunk {
                 block: q.block,
                 index: q.chunk,

@@ -20,7 +20,7 @@ fn message(
     title_len: usize,
 ) -> PeerMessage<Signed> {
     let block = BlockId(block);
-    match kind % 12 {
+    match kind % 13 {
         0 => PeerMessage::Have(block),
         1 => {
             let mut bits = Bitfield::new(if a.is_multiple_of(3) {
@@ -63,6 +63,10 @@ fn message(
         10 => PeerMessage::Coming {
             block,
             hops: (a % 3) as u8,
+        },
+        11 => PeerMessage::Sending {
+            block,
+            index: a % 6,
         },
         _ => PeerMessage::Handshake {
             version: a as u8,

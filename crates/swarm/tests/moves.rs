@@ -258,3 +258,125 @@ fn answer_as_relay(
     }
     sent
 }
+
+#[test]
+fn a_chunk_its_peer_is_sending_is_waited_for() {
+    // The viewer's one peer is scripted: it holds the title and stays silent
+    // on the first chunk the viewer asks of it, until the viewer gives that
+    // chunk up to the origin (found by a first run). Then the same again, but
+    // 50 ms before that moment the peer says it began sending the chunk
+    // (`Sending`), and the chunk arrives 50 ms after it. Told, the viewer
+    // waits for it; not told, it asks the origin for a chunk on its way.
+    let silent = scripted_sender(None);
+    let gave_up = silent
+        .gave_up
+        .expect("the silent peer's chunk went to the origin");
+    let told = scripted_sender(Some((gave_up - 50, gave_up + 50)));
+    assert_eq!(told.gave_up, None, "{told:?}");
+    assert_eq!(told.duplicate, 0, "{told:?}");
+}
+
+#[derive(Debug)]
+struct Sent {
+    /// When the chunk went to the origin, if it did.
+    gave_up: Option<Millis>,
+    duplicate: u64,
+}
+
+/// Runs a starting viewer whose one peer, scripted, sends the first chunk
+/// asked of it at `told.1` after a `Sending` notice at `told.0`; without
+/// `told`, it sends that chunk 50 ms after the viewer asks the origin for it.
+fn scripted_sender(told: Option<(Millis, Millis)>) -> Sent {
+    let mut net = Net::new(title(10, 150_000));
+    let viewer = net.add(Net::config(1));
+    let sender = PeerId(77);
+    net.connect_scripted(viewer, sender, "sender");
+    let mut holds = Bitfield::new(net.title.layout.len());
+    for block in 0..net.title.layout.len() {
+        holds.set(block, true);
+    }
+    let now = net.now;
+    let have_map = PeerMessage::HaveMap(holds);
+    net.nodes[viewer]
+        .engine
+        .handle_message(sender, have_map, now);
+    net.pump(viewer);
+    net.run_for(100);
+    net.play(viewer, 0, telly_swarm::PlayState::Starting);
+    let mut asked: Option<(u32, u16)> = None;
+    let mut gave_up = None;
+    let mut send_at = told.map(|t| t.1);
+    while net.now < Millis(6_000) {
+        let now = net.now;
+        if asked.is_none() {
+            asked = net.nodes[viewer]
+                .sent_outside
+                .iter()
+                .filter_map(|(_, _, what)| request_or_cancel(what))
+                .find(|r| r.0 == "Request" && r.1 > 0)
+                .map(|r| (r.1, r.2));
+        }
+        if let Some((block, index)) = asked {
+            if gave_up.is_none()
+                && net.nodes[viewer]
+                    .origin_log
+                    .iter()
+                    .any(|&(_, b, first, count)| {
+                        b.0 == block && (first..first + count).contains(&index)
+                    })
+            {
+                gave_up = Some(now);
+                send_at = send_at.or(Some(now + 50));
+            }
+            if let Some((notice_at, _)) = told
+                && now == notice_at
+            {
+                // An uploader sends a block's leaves before its first chunk.
+                let bytes = &net.title.bytes[block as usize];
+                let hashes: Arc<[Sha256Hash]> = merkle::leaves(bytes).into();
+                let engine = &mut net.nodes[viewer].engine;
+                engine.handle_message(
+                    sender,
+                    PeerMessage::Hashes {
+                        block: BlockId(block),
+                        hashes,
+                    },
+                    now,
+                );
+                let notice = PeerMessage::Sending {
+                    block: BlockId(block),
+                    index,
+                };
+                engine.handle_message(sender, notice, now);
+                net.pump(viewer);
+            }
+            if send_at == Some(now) {
+                let bytes = &net.title.bytes[block as usize];
+                let engine = &mut net.nodes[viewer].engine;
+                if told.is_none() {
+                    let hashes: Arc<[Sha256Hash]> = merkle::leaves(bytes).into();
+                    let hashes = PeerMessage::Hashes {
+                        block: BlockId(block),
+                        hashes,
+                    };
+                    engine.handle_message(sender, hashes, now);
+                }
+                let at = usize::from(index) * CHUNK_SIZE;
+                let data: Arc<[u8]> =
+                    bytes[at..at + chunk_len(bytes.len() as u64, usize::from(index))].into();
+                let chunk = PeerMessage::Chunk {
+                    block: BlockId(block),
+                    index,
+                    data,
+                };
+                engine.handle_message(sender, chunk, now);
+                net.pump(viewer);
+            }
+        }
+        net.run_for(10);
+    }
+    Sent {
+        gave_up,
+        duplicate: net.nodes[viewer].engine.stats(net.now).bytes_duplicate,
+    }
+}

@@ -417,30 +417,37 @@ fn a_sharing_only_engine_serves_what_it_holds_and_fetches_nothing() {
 }
 
 #[test]
-fn unrequested_data_is_a_protocol_violation() {
+fn unrequested_data_or_news_of_it_is_a_protocol_violation() {
     use telly_swarm::{PeerId, PeerMessage};
-    let mut net = net();
-    let viewer = net.add(Net::config(1));
-    let other = net.add(Net::config(2));
-    net.connect(viewer, other);
-    net.run_for(100);
-    let data: std::sync::Arc<[u8]> = net.title.bytes[1][..65_536].into();
-    let now = net.now;
-    net.nodes[viewer].engine.handle_message(
-        PeerId(other as u64),
+    let data: std::sync::Arc<[u8]> = net().title.bytes[1][..65_536].into();
+    let unrequested = [
         PeerMessage::Chunk {
             block: BlockId(1),
             index: 0,
             data,
         },
-        now,
-    );
-    net.pump(viewer);
-    assert!(
+        PeerMessage::Sending {
+            block: BlockId(1),
+            index: 0,
+        },
+    ];
+    for msg in unrequested {
+        let mut net = net();
+        let viewer = net.add(Net::config(1));
+        let other = net.add(Net::config(2));
+        net.connect(viewer, other);
+        net.run_for(100);
+        let now = net.now;
         net.nodes[viewer]
-            .disconnects
-            .contains(&(other, GoodbyeReason::ProtocolViolation))
-    );
+            .engine
+            .handle_message(PeerId(other as u64), msg, now);
+        net.pump(viewer);
+        assert!(
+            net.nodes[viewer]
+                .disconnects
+                .contains(&(other, GoodbyeReason::ProtocolViolation))
+        );
+    }
 }
 
 #[test]
@@ -585,19 +592,21 @@ fn viewers_fetching_a_block_together_ask_its_holder_for_different_chunks() {
 
 #[test]
 fn prefetch_asks_no_more_than_the_viewers_own_link_takes_in_a_second() {
-    // Twelve peers hold the whole title; the viewer's link (its origin rate)
-    // takes 300 KB/s.
+    // Twelve peers hold the whole title; the viewer's link takes 300 KB/s,
+    // and its origin rate says so.
     let mut net = Net::new(title(40, 150_000));
     let viewer = net.add(Config {
         origin_rate: 300_000,
         ..Net::config(99)
     });
+    net.nodes[viewer].down_rate = 300.0;
     for seed in 1..=12 {
         let peer = net.add(Net::config(seed));
         net.seed_all(peer);
         net.connect(peer, viewer);
     }
     net.start_then_play(viewer, 0, 1_500);
+    net.run_for(20_000);
     // Prefetch asked for in its first 30 ms, before any answer could be
     // back (a 40 ms round trip); from block 6, since blocks 1-4 are the
     // urgent window's 8 s and block 5 enters it within 2 s.
@@ -620,7 +629,6 @@ fn prefetch_asks_no_more_than_the_viewers_own_link_takes_in_a_second() {
         "{at_once} bytes asked at once of a 300 KB/s link"
     );
     // The bound paces prefetch, it does not starve it.
-    net.run_for(20_000);
     let delivered = net.delivered(viewer);
     for block in (6..=20).map(BlockId) {
         assert!(delivered.contains(&block), "{block:?} not delivered");

@@ -145,6 +145,10 @@ pub struct Node {
     pub origin_free: Millis,
     /// Bytes per ms this node's uplink serializes.
     pub up_rate: f64,
+    /// Bytes per ms this node's downlink takes (0: unlimited): peers' frames
+    /// and origin answers queue on it one after another.
+    pub down_rate: f64,
+    pub down_free: Millis,
     pub origin_log: Vec<(Millis, BlockId, u16, u16)>,
     pub sent: Vec<(Millis, usize, String)>,
     /// What it sent to scripted peers outside the net, logged like `sent`.
@@ -154,6 +158,15 @@ pub struct Node {
 }
 
 impl Node {
+    /// When `bytes` reaching this node's downlink at `at` are all in.
+    fn take_downlink(&mut self, at: Millis, bytes: usize) -> Millis {
+        if self.down_rate <= 0.0 {
+            return at;
+        }
+        self.down_free = self.down_free.max(at) + (bytes as f64 / self.down_rate) as u64;
+        self.down_free
+    }
+
     /// What this node's host hands the engine for `bytes` it read or fetched.
     pub fn fetched(&self, bytes: Vec<u8>) -> Fetched {
         let leaves = self.host_leaves.then(|| merkle::leaves(&bytes));
@@ -237,6 +250,8 @@ impl Net {
             up_free: Millis(0),
             origin_free: Millis(0),
             up_rate: 4_000.0,
+            down_rate: 0.0,
+            down_free: Millis(0),
             origin_log: Vec::new(),
             sent: Vec::new(),
             sent_outside: Vec::new(),
@@ -427,7 +442,8 @@ impl Net {
                 let n = &mut self.nodes[node];
                 let start = n.up_free.max(now);
                 n.up_free = start + (frame.len() as f64 / n.up_rate) as u64;
-                let at = n.up_free + self.latency_ms;
+                let n_up_free = n.up_free;
+                let at = self.nodes[to].take_downlink(n_up_free + self.latency_ms, frame.len());
                 self.push(
                     at,
                     Event::Message {
@@ -459,6 +475,13 @@ impl Net {
                     let transfer = (bytes as f64 / self.origin_link_rate) as u64;
                     n.origin_free = n.origin_free.max(at) + transfer;
                     at = n.origin_free;
+                }
+                if self.nodes[node].down_rate > 0.0 {
+                    let size = self.title.layout.info(block).entry.size;
+                    let bytes: usize = (first..first + count)
+                        .map(|i| wire::chunk_len(size, usize::from(i)))
+                        .sum();
+                    at = self.nodes[node].take_downlink(at, bytes);
                 }
                 self.push(
                     at,
