@@ -34,11 +34,11 @@
 //!   peer's urgent bytes outstanding by what it has delivered so far plus a
 //!   chunk (`FRESH_PEER_URGENT_BYTES`): a newcomer's first blocks go to all the
 //!   peers that answer, not all to the first.
-//! - Prefetch asks only while what its peers (each at most its current rate,
-//!   `Peer::current_rate`) and the origin are expected to deliver in the next
-//!   second fits what the viewer's own link takes in a second
-//!   (`LINK_BACKLOG_MS`): the link is one queue, and a flood of prefetch
-//!   delays the next block and the origin's last-chance answer behind it.
+//! - Prefetch asks only while what its peers (each at most its measured rate)
+//!   and the origin are expected to deliver in the next second fits what the
+//!   viewer's own link takes in a second (`LINK_BACKLOG_MS`): the link is one
+//!   queue, and a flood of prefetch delays the next block and the origin's
+//!   last-chance answer behind it.
 //! - Chunks no peer can deliver in time go to the origin (`origin.rs`).
 
 use std::cmp::Reverse;
@@ -107,7 +107,7 @@ const PREFETCH_LEAD_STEP_MS: u64 = 20_000;
 const FIRST_CHUNK_SALT: u64 = 0x6A09_E667_F3BC_C908;
 
 /// Prefetch keeps what its peers are expected to deliver within this time,
-/// each at its current rate, under what the viewer's own link takes in that
+/// each at its measured rate, under what the viewer's own link takes in that
 /// time (the origin's measured rate): the link is one queue for every peer
 /// and for the origin. Opening the horizon at its first frame, a viewer asked
 /// up to 24 peers for two or more chunks each at once, and at 6-12 Mbit/s
@@ -282,7 +282,7 @@ impl<T: Trust> Engine<T> {
             }
         }
         scratch.prefetch.sort_unstable();
-        scratch.link_room = self.link_room(now);
+        scratch.link_room = self.link_room();
         // Prefetch choices read the peers' have-maps and refusals, which asking
         // does not change: they are all made first, beside the peers themselves
         // (no lookup per block and peer), and the chunks assigned after, in the
@@ -316,21 +316,14 @@ impl<T: Trust> Engine<T> {
     }
 
     /// Bytes prefetch may add before what is expected in the next
-    /// `LINK_BACKLOG_MS` (from each peer, at most its current rate for that
+    /// `LINK_BACKLOG_MS` (from each peer, at most its measured rate for that
     /// long; from the origin, all it was asked) fills what the viewer's link
-    /// takes in that time. The current rate, capped by how long the peer has
-    /// been silent on us, not the measured one: a peer that has our requests
-    /// queued behind other requesters' sends us little in the next second,
-    /// and counted at its measured rate it made the link look full when it
-    /// was not (+42 % from the origin on a slow-link stand-in).
-    fn link_room(&self, now: Millis) -> u64 {
+    /// takes in that time.
+    fn link_room(&self) -> u64 {
         let expected: u64 = self
             .peers
             .values()
-            .map(|p| {
-                p.inflight_bytes
-                    .min((p.current_rate(now) * LINK_BACKLOG_MS) as u64)
-            })
+            .map(|p| p.inflight_bytes.min((p.rate * LINK_BACKLOG_MS) as u64))
             .sum::<u64>()
             + self.origin_inflight.bytes();
         ((self.origin_rate * LINK_BACKLOG_MS) as u64).saturating_sub(expected)
