@@ -247,6 +247,13 @@ impl Peer {
         self.cancelled.push_back((block, chunk));
     }
 
+    /// True when we cancelled this chunk lately: it may still arrive, or be
+    /// announced, without breaking the protocol.
+    #[inline]
+    pub fn was_cancelled(&self, block: BlockId, chunk: u16) -> bool {
+        self.cancelled.contains(&(block, chunk))
+    }
+
     /// Remembers that the peer refused `block` (it lacks those chunks for now).
     pub fn remember_refusal(&mut self, block: BlockId, until: Millis) {
         if self.refusals.len() == 16 {

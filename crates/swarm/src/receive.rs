@@ -173,7 +173,7 @@ impl<T: Trust> Engine<T> {
                 false
             }
             None => {
-                if !p.cancelled.iter().any(|&(b, c)| b == block && c == index) {
+                if !p.was_cancelled(block, index) {
                     return self.drop_peer(peer, GoodbyeReason::ProtocolViolation);
                 }
                 p.bytes_down += len;
@@ -400,7 +400,7 @@ impl<T: Trust> Engine<T> {
         match p.find_inflight(block, index) {
             Some(at) => p.inflight[at].on_wire = Some(now),
             None => {
-                if !p.cancelled.iter().any(|&(b, c)| b == block && c == index) {
+                if !p.was_cancelled(block, index) {
                     self.drop_peer(peer, GoodbyeReason::ProtocolViolation);
                 }
             }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use common::{Net, net, request_or_cancel, title};
 use telly_proto::wire::{Bitfield, BlockId, CHUNK_SIZE, chunk_len};
 use telly_proto::{Sha256Hash, merkle};
-use telly_swarm::{Millis, PeerId, PeerMessage, TimeoutReason};
+use telly_swarm::{Millis, PeerId, PeerMessage, Signed, TimeoutReason};
 
 #[test]
 fn a_peer_leaving_mid_transfer_costs_only_a_re_request() {
@@ -171,17 +171,8 @@ fn a_chunk_waited_for_at_a_relay_moves_though_the_relay_delivered_lately() {
     let mut net = Net::new(title(30, 150_000));
     let viewer = net.add(Net::config(1));
     let relay = PeerId(77);
-    let mut holds = Bitfield::new(net.title.layout.len());
-    for block in 0..net.title.layout.len() {
-        holds.set(block, block != WAITING.0 as usize);
-    }
     net.connect_scripted(viewer, relay, "relay");
-    let now = net.now;
-    let have_map = PeerMessage::HaveMap(holds);
-    net.nodes[viewer]
-        .engine
-        .handle_message(relay, have_map, now);
-    net.pump(viewer);
+    announce_holding(&mut net, viewer, relay, |block| block != WAITING.0 as usize);
     let started = net.start_then_play(viewer, 0, 500);
     let announced = started + net.title.layout.deadline_time(WAITING) - 5_000;
     let mut seed = None;
@@ -243,20 +234,50 @@ fn answer_as_relay(
         .collect();
     let now = net.now;
     for (block, first, count) in asked {
-        let bytes = &net.title.bytes[block as usize];
-        let hashes: Arc<[Sha256Hash]> = merkle::leaves(bytes).into();
-        let block = BlockId(block);
-        let engine = &mut net.nodes[viewer].engine;
-        engine.handle_message(relay, PeerMessage::Hashes { block, hashes }, now);
-        for index in (first..first + count).filter(|&i| block != arriving || i == 0) {
-            let at = usize::from(index) * CHUNK_SIZE;
-            let data: Arc<[u8]> =
-                bytes[at..at + chunk_len(bytes.len() as u64, usize::from(index))].into();
-            engine.handle_message(relay, PeerMessage::Chunk { block, index, data }, now);
+        let hashes = hashes_of(net, block);
+        net.nodes[viewer].engine.handle_message(relay, hashes, now);
+        for index in (first..first + count).filter(|&i| block != arriving.0 || i == 0) {
+            let chunk = chunk_of(net, block, index);
+            net.nodes[viewer].engine.handle_message(relay, chunk, now);
         }
         net.pump(viewer);
     }
     sent
+}
+
+/// Hands `viewer` the have-map of the scripted `peer`, which holds the
+/// blocks for which `holds` is true.
+fn announce_holding(net: &mut Net, viewer: usize, peer: PeerId, holds: impl Fn(usize) -> bool) {
+    let mut bits = Bitfield::new(net.title.layout.len());
+    for block in 0..net.title.layout.len() {
+        bits.set(block, holds(block));
+    }
+    let now = net.now;
+    net.nodes[viewer]
+        .engine
+        .handle_message(peer, PeerMessage::HaveMap(bits), now);
+    net.pump(viewer);
+}
+
+/// The leaf layer of `block`, as its holder sends it before a first chunk.
+fn hashes_of(net: &Net, block: u32) -> PeerMessage<Signed> {
+    let hashes: Arc<[Sha256Hash]> = merkle::leaves(&net.title.bytes[block as usize]).into();
+    PeerMessage::Hashes {
+        block: BlockId(block),
+        hashes,
+    }
+}
+
+/// Chunk `index` of `block`, as its holder sends it.
+fn chunk_of(net: &Net, block: u32, index: u16) -> PeerMessage<Signed> {
+    let bytes = &net.title.bytes[block as usize];
+    let at = usize::from(index) * CHUNK_SIZE;
+    let data: Arc<[u8]> = bytes[at..at + chunk_len(bytes.len() as u64, usize::from(index))].into();
+    PeerMessage::Chunk {
+        block: BlockId(block),
+        index,
+        data,
+    }
 }
 
 #[test]
@@ -291,16 +312,7 @@ fn scripted_sender(told: Option<(Millis, Millis)>) -> Sent {
     let viewer = net.add(Net::config(1));
     let sender = PeerId(77);
     net.connect_scripted(viewer, sender, "sender");
-    let mut holds = Bitfield::new(net.title.layout.len());
-    for block in 0..net.title.layout.len() {
-        holds.set(block, true);
-    }
-    let now = net.now;
-    let have_map = PeerMessage::HaveMap(holds);
-    net.nodes[viewer]
-        .engine
-        .handle_message(sender, have_map, now);
-    net.pump(viewer);
+    announce_holding(&mut net, viewer, sender, |_| true);
     net.run_for(100);
     net.play(viewer, 0, telly_swarm::PlayState::Starting);
     let mut asked: Option<(u32, u16)> = None;
@@ -328,50 +340,24 @@ fn scripted_sender(told: Option<(Millis, Millis)>) -> Sent {
                 gave_up = Some(now);
                 send_at = send_at.or(Some(now + 50));
             }
-            if let Some((notice_at, _)) = told
-                && now == notice_at
-            {
-                // An uploader sends a block's leaves before its first chunk.
-                let bytes = &net.title.bytes[block as usize];
-                let hashes: Arc<[Sha256Hash]> = merkle::leaves(bytes).into();
-                let engine = &mut net.nodes[viewer].engine;
-                engine.handle_message(
-                    sender,
-                    PeerMessage::Hashes {
-                        block: BlockId(block),
-                        hashes,
-                    },
-                    now,
-                );
+            // An uploader sends a block's leaves before its first chunk.
+            let notice = told.is_some_and(|(notice_at, _)| now == notice_at);
+            if notice || (told.is_none() && send_at == Some(now)) {
+                let hashes = hashes_of(&net, block);
+                net.nodes[viewer].engine.handle_message(sender, hashes, now);
+            }
+            if notice {
                 let notice = PeerMessage::Sending {
                     block: BlockId(block),
                     index,
                 };
-                engine.handle_message(sender, notice, now);
-                net.pump(viewer);
+                net.nodes[viewer].engine.handle_message(sender, notice, now);
             }
             if send_at == Some(now) {
-                let bytes = &net.title.bytes[block as usize];
-                let engine = &mut net.nodes[viewer].engine;
-                if told.is_none() {
-                    let hashes: Arc<[Sha256Hash]> = merkle::leaves(bytes).into();
-                    let hashes = PeerMessage::Hashes {
-                        block: BlockId(block),
-                        hashes,
-                    };
-                    engine.handle_message(sender, hashes, now);
-                }
-                let at = usize::from(index) * CHUNK_SIZE;
-                let data: Arc<[u8]> =
-                    bytes[at..at + chunk_len(bytes.len() as u64, usize::from(index))].into();
-                let chunk = PeerMessage::Chunk {
-                    block: BlockId(block),
-                    index,
-                    data,
-                };
-                engine.handle_message(sender, chunk, now);
-                net.pump(viewer);
+                let chunk = chunk_of(&net, block, index);
+                net.nodes[viewer].engine.handle_message(sender, chunk, now);
             }
+            net.pump(viewer);
         }
         net.run_for(10);
     }
