@@ -442,8 +442,8 @@ impl Net {
                 let n = &mut self.nodes[node];
                 let start = n.up_free.max(now);
                 n.up_free = start + (frame.len() as f64 / n.up_rate) as u64;
-                let n_up_free = n.up_free;
-                let at = self.nodes[to].take_downlink(n_up_free + self.latency_ms, frame.len());
+                let sent_by = n.up_free;
+                let at = self.nodes[to].take_downlink(sent_by + self.latency_ms, frame.len());
                 self.push(
                     at,
                     Event::Message {
@@ -466,23 +466,17 @@ impl Net {
                 self.origin_fetches += 1;
                 let jitter = self.origin_jitter_ms * (self.origin_fetches % 2);
                 let mut at = now + self.origin_delay_ms + jitter;
+                let size = self.title.layout.info(block).entry.size;
+                let bytes: usize = (first..first + count)
+                    .map(|i| wire::chunk_len(size, usize::from(i)))
+                    .sum();
                 if self.origin_link_rate > 0.0 {
-                    let size = self.title.layout.info(block).entry.size;
-                    let bytes: u64 = (first..first + count)
-                        .map(|i| wire::chunk_len(size, usize::from(i)) as u64)
-                        .sum();
                     let n = &mut self.nodes[node];
                     let transfer = (bytes as f64 / self.origin_link_rate) as u64;
                     n.origin_free = n.origin_free.max(at) + transfer;
                     at = n.origin_free;
                 }
-                if self.nodes[node].down_rate > 0.0 {
-                    let size = self.title.layout.info(block).entry.size;
-                    let bytes: usize = (first..first + count)
-                        .map(|i| wire::chunk_len(size, usize::from(i)))
-                        .sum();
-                    at = self.nodes[node].take_downlink(at, bytes);
-                }
+                at = self.nodes[node].take_downlink(at, bytes);
                 self.push(
                     at,
                     Event::Origin {
