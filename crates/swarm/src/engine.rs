@@ -134,6 +134,8 @@ pub struct Engine<T: Trust> {
     pub(crate) position_ms: u64,
     pub(crate) position_at: Millis,
     pub(crate) waiting_since: Millis,
+    /// The player waits because the viewer jumped (see `Engine::beginning`).
+    pub(crate) jumped: bool,
     /// When the viewer last started, began or resumed playing, or jumped:
     /// blocks already in its horizon then have only the time since to spread
     /// their origin fetches over. Only a playing viewer spreads, so a lead
@@ -214,6 +216,7 @@ impl<T: Trust> Engine<T> {
             position_ms: 0,
             position_at: Millis::ZERO,
             waiting_since: Millis::ZERO,
+            jumped: false,
             watching_since: Millis::ZERO,
             expiries: BinaryHeap::new(),
             plan_wake: Millis::NEVER,
@@ -279,8 +282,15 @@ impl<T: Trust> Engine<T> {
     pub fn handle_playhead(&mut self, position_ms: u64, state: PlayState, now: Millis) -> bool {
         let expected = self.position(now);
         let seek = position_ms.abs_diff(expected) > 3_000;
-        if state != self.play && matches!(state, PlayState::Starting | PlayState::Stalled) {
+        // A jump while waiting starts the wait afresh, at the new point.
+        if (seek || state != self.play) && matches!(state, PlayState::Starting | PlayState::Stalled)
+        {
             self.waiting_since = now;
+        }
+        if seek {
+            self.jumped = state == PlayState::Stalled;
+        } else if state != PlayState::Stalled {
+            self.jumped = false;
         }
         if seek || (state != self.play && matches!(state, PlayState::Starting | PlayState::Playing))
         {
@@ -692,6 +702,25 @@ impl<T: Trust> Engine<T> {
     }
 
     // ---------------------------------------------------------------- internals
+
+    /// Whether the player waits for its first frame at a new point: it is
+    /// starting, or stalled because the viewer jumped. Both wait with a
+    /// budget of their own, not a stall's, and fetch only what that frame
+    /// and the seconds after it need.
+    pub(crate) fn beginning(&self) -> bool {
+        self.play == PlayState::Starting || self.play == PlayState::Stalled && self.jumped
+    }
+
+    /// How long after it began waiting the player's block is due, while
+    /// starting or stalled.
+    pub(crate) fn wait_budget_ms(&self) -> Option<u64> {
+        match self.play {
+            PlayState::Starting => Some(self.config.startup_budget_ms),
+            PlayState::Stalled if self.jumped => Some(self.config.seek_budget_ms),
+            PlayState::Stalled => Some(self.config.stall_budget_ms),
+            PlayState::Playing | PlayState::Paused => None,
+        }
+    }
 
     pub(crate) fn position(&self, now: Millis) -> u64 {
         match self.play {

@@ -106,11 +106,7 @@ impl<T: Trust> Engine<T> {
                 self.config.margin_ms,
             )
         });
-        if self.play == PlayState::Starting {
-            margin / 4
-        } else {
-            margin
-        }
+        if self.beginning() { margin / 4 } else { margin }
     }
 
     pub(crate) fn origin_eta_ms(&self, bytes: u64) -> u64 {
@@ -159,7 +155,7 @@ impl<T: Trust> Engine<T> {
         // starved of CPU: half a second), so while peers are coming the
         // look-around starts at the first have-map, and before it only the
         // give-up sends to the origin.
-        if nobody_has && self.play == PlayState::Starting && self.waits_for(deadline) {
+        if nobody_has && self.beginning() && self.waits_for(deadline) {
             let look_until = match (self.expected, self.first_have_map_at) {
                 (PeersExpected::Nobody, _) => Some(self.waiting_since),
                 (PeersExpected::Coming, None) => None,

@@ -6,7 +6,8 @@
 //!   segment; a block's deadline is when the player reaches it. Until its first
 //!   frame, and while its player is behind what it holds
 //!   (`Engine::handle_player_buffered`), a viewer looks only `urgent_window_ms`
-//!   ahead (tests/starting.rs).
+//!   ahead (tests/starting.rs). A viewer that jumped waits as a starting one
+//!   does, with `seek_budget_ms` (`Engine::beginning`, tests/rules.rs).
 //! - Urgent blocks (deadline within `urgent_window_ms`) go in deadline order; each
 //!   chunk goes to the peer expected to deliver it soonest (its measured rate and
 //!   queue), if that is before the origin's last chance: the deadline less the
@@ -182,11 +183,10 @@ impl PlanScratch {
 impl<T: Trust> Engine<T> {
     pub(crate) fn deadline(&self, block: BlockId, position_ms: u64, now: Millis) -> Millis {
         let ahead = self.layout.deadline_time(block).saturating_sub(position_ms);
-        let base = match self.play {
-            PlayState::Playing => now,
-            PlayState::Starting => self.waiting_since + self.config.startup_budget_ms,
-            PlayState::Stalled => self.waiting_since + self.config.stall_budget_ms,
-            PlayState::Paused => now + PAUSED_SLACK_MS,
+        let base = match (self.play, self.wait_budget_ms()) {
+            (PlayState::Paused, _) => now + PAUSED_SLACK_MS,
+            (_, Some(budget)) => self.waiting_since + budget,
+            (_, None) => now,
         };
         base + ahead
     }
@@ -224,7 +224,7 @@ impl<T: Trust> Engine<T> {
         // seconds (8 tabs on 2 cores: a late joiner's first frame took 4-9 s
         // while megabytes of prefetch came in, and once it played, the
         // prefetch that followed held each of its next appends up for 2-4 s).
-        let horizon = if self.play == PlayState::Starting || self.player_behind {
+        let horizon = if self.beginning() || self.player_behind {
             self.config.urgent_window_ms.min(self.config.horizon_ms)
         } else {
             self.config.horizon_ms
@@ -490,12 +490,8 @@ impl<T: Trust> Engine<T> {
     /// Whether a block due at `deadline` is the one a starting or stalled player
     /// waits for (its first frame, or the end of a stall).
     pub(crate) fn waits_for(&self, deadline: Millis) -> bool {
-        let budget = match self.play {
-            PlayState::Starting => self.config.startup_budget_ms,
-            PlayState::Stalled => self.config.stall_budget_ms,
-            PlayState::Playing | PlayState::Paused => return false,
-        };
-        deadline <= self.waiting_since + budget
+        self.wait_budget_ms()
+            .is_some_and(|budget| deadline <= self.waiting_since + budget)
     }
 
     /// When a request for `bytes` due at `deadline` tells the uploader we
@@ -515,10 +511,13 @@ impl<T: Trust> Engine<T> {
     /// it could still come (on demand, a second block took 6.5 % of the
     /// origin's chunks).
     fn told_give_up(&self, deadline: Millis, bytes: u64, now: Millis) -> Millis {
-        if self.play != PlayState::Starting || self.waits_for(deadline) {
+        let Some(budget) = self.wait_budget_ms().filter(|_| self.beginning()) else {
+            return self.give_up_at(deadline, bytes);
+        };
+        if self.waits_for(deadline) {
             return self.give_up_at(deadline, bytes);
         }
-        let first_frame_latest = self.waiting_since + self.config.startup_budget_ms;
+        let first_frame_latest = self.waiting_since + budget;
         deadline - first_frame_latest.since(now)
     }
 

@@ -155,12 +155,8 @@ fn a_viewer_whose_peers_lack_its_next_blocks_asks_for_more_peers_while_its_list_
     let first: Vec<BlockId> = (0..5).map(BlockId).collect();
     net.seed_blocks(viewer, &first);
     // Two peers a few seconds ahead hold the next blocks, not those after.
-    let ahead: Vec<BlockId> = (0..7).map(BlockId).collect();
     for seed in [2, 3] {
-        let source = net.add(Net::config(seed));
-        net.seed_blocks(source, &ahead);
-        net.nodes[source].mute = true;
-        net.connect(viewer, source);
+        add_mute_holder(&mut net, viewer, seed, 7);
     }
     net.run_for(100);
     net.play(viewer, 0, PlayState::Paused);
@@ -212,10 +208,47 @@ fn a_host_reusing_a_live_peers_name_starts_that_peer_afresh() {
 
 /// The viewer holds the title's first seconds; the source all of it but never
 /// answers, so the viewer keeps lacking what the source holds.
+/// Connects `viewer` to a new peer that holds the title's first `blocks`
+/// blocks and never sends them.
+fn add_mute_holder(net: &mut Net, viewer: usize, config_seed: u64, blocks: u32) -> usize {
+    let holder = net.add(Net::config(config_seed));
+    let held: Vec<BlockId> = (0..blocks).map(BlockId).collect();
+    net.seed_blocks(holder, &held);
+    net.nodes[holder].mute = true;
+    net.connect(viewer, holder);
+    holder
+}
+
 fn lacks_what_a_mute_source_holds(net: &mut Net, viewer: usize, source: usize) {
     let first: Vec<BlockId> = (0..5).map(BlockId).collect();
     net.seed_blocks(viewer, &first);
     net.seed_all(source);
     net.nodes[source].mute = true;
     net.connect(viewer, source);
+}
+
+#[test]
+fn a_viewer_that_jumped_past_its_peers_is_stranded_while_it_waits_not_only_once_it_plays() {
+    let mut net = Net::new(common::title(40, 150_000));
+    let viewer = net.add(Net::config(1));
+    // The peer holds the init and the title's first 20 s: a source while the
+    // viewer is there.
+    add_mute_holder(&mut net, viewer, 2, 11);
+    net.run_for(100);
+    net.play(viewer, 0, PlayState::Playing);
+    net.run_for(500);
+    let now = net.now;
+    assert_eq!(net.nodes[viewer].engine.sources(now), Some(1));
+    assert!(!net.nodes[viewer].engine.stranded(now));
+
+    // It jumps a minute ahead: its one peer holds nothing it lacks there, and
+    // it asks the tracker at once, as a stranded viewer, before it plays.
+    net.play(viewer, 60_000, PlayState::Stalled);
+    let now = net.now;
+    assert_eq!(net.nodes[viewer].engine.sources(now), Some(0));
+    assert!(net.nodes[viewer].engine.stranded(now));
+
+    // Paused by hand, it is in no hurry.
+    net.play(viewer, 60_000, PlayState::Paused);
+    assert!(!net.nodes[viewer].engine.stranded(net.now));
 }

@@ -480,6 +480,7 @@ fn a_seek_replans_at_once_and_cancels_what_is_behind() {
     let seek_to = 60_000;
     let sent_before = net.nodes[viewer].sent.len();
     net.play(viewer, seek_to, PlayState::Stalled);
+    let jumped_at = net.now;
     let after: Vec<String> = net.nodes[viewer].sent[sent_before..]
         .iter()
         .map(|s| s.2.clone())
@@ -488,20 +489,70 @@ fn a_seek_replans_at_once_and_cancels_what_is_behind() {
     assert!(
         after
             .iter()
-            .any(|s| s.starts_with("Request { block: BlockId(32)")),
+            .any(|s| s.starts_with("Request { block: BlockId(3")),
         "{after:?}"
     );
-    // The block at the new playhead is due at once: a stalled player gets it from
-    // whichever source is fastest, here the origin.
-    let now = net.now;
-    assert!(
-        net.nodes[viewer]
+    // The seed sends a block in 3.75 s, far past the seek's budget: the
+    // block at the new playhead comes from the origin, within that budget.
+    net.run_for(3_000);
+    let budget = Config::default().seek_budget_ms;
+    let origin = net.nodes[viewer]
+        .origin_log
+        .iter()
+        .find(|o| o.1 == BlockId(31))
+        .expect("the origin was asked for the block at the new playhead");
+    assert!(origin.0 < jumped_at + budget, "{origin:?}");
+    let delivered = net.nodes[viewer]
+        .delivered
+        .iter()
+        .find(|d| d.1 == BlockId(31))
+        .expect("the block at the new playhead came");
+    assert!(delivered.0 <= jumped_at + budget, "{delivered:?}");
+}
+
+#[test]
+fn a_jump_leaves_peers_the_time_a_start_has_and_a_stall_does_not() {
+    // A viewer's peer sends a block in about a third of a second. After a jump, the
+    // block at the new playhead is due a second later, as a start's first
+    // block is: the peer makes it and the origin is not asked. A player that
+    // stalls in play waits 0.3 s, which only the origin makes.
+    let mut net = Net::new(title(40, 150_000));
+    let jumper = net.add(Net::config(1));
+    let staller = net.add(Net::config(2));
+    for (viewer, seed_config) in [(jumper, 3), (staller, 4)] {
+        let seed = net.add(Net::config(seed_config));
+        net.seed_all(seed);
+        net.nodes[seed].up_rate = 500.0;
+        net.connect(seed, viewer);
+    }
+    net.run_for(100);
+    net.play(jumper, 0, PlayState::Playing);
+    net.play(staller, 0, PlayState::Playing);
+    net.run_for(4_000);
+    net.play(jumper, 61_000, PlayState::Stalled);
+    net.play(staller, 41_000, PlayState::Playing);
+    net.play(staller, 41_000, PlayState::Stalled);
+    let waited_from = net.now;
+    net.run_for(2_000);
+    let jumped_to = BlockId(31);
+    let stalled_at = BlockId(21);
+    let from_origin = |node: usize, block: BlockId| {
+        net.nodes[node]
             .origin_log
             .iter()
-            .any(|o| o.0 == now && o.1 == BlockId(31))
-    );
-    net.run_for(3_000);
-    assert!(net.delivered(viewer).contains(&BlockId(31)));
+            .filter(|o| o.1 == block)
+            .count()
+    };
+    assert_eq!(from_origin(jumper, jumped_to), 0);
+    assert!(from_origin(staller, stalled_at) > 0);
+    for (node, block) in [(jumper, jumped_to), (staller, stalled_at)] {
+        let came = net.nodes[node]
+            .delivered
+            .iter()
+            .find(|d| d.1 == block)
+            .expect("the waited-for block came");
+        assert!(came.0 < waited_from + 1_000, "{came:?}");
+    }
 }
 
 #[test]
