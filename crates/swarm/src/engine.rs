@@ -703,25 +703,6 @@ impl<T: Trust> Engine<T> {
 
     // ---------------------------------------------------------------- internals
 
-    /// Whether the player waits for its first frame at a new point: it is
-    /// starting, or stalled because the viewer jumped. Both wait with a
-    /// budget of their own, not a stall's, and fetch only what that frame
-    /// and the seconds after it need.
-    pub(crate) fn beginning(&self) -> bool {
-        self.play == PlayState::Starting || self.play == PlayState::Stalled && self.jumped
-    }
-
-    /// How long after it began waiting the player's block is due, while
-    /// starting or stalled.
-    pub(crate) fn wait_budget_ms(&self) -> Option<u64> {
-        match self.play {
-            PlayState::Starting => Some(self.config.startup_budget_ms),
-            PlayState::Stalled if self.jumped => Some(self.config.seek_budget_ms),
-            PlayState::Stalled => Some(self.config.stall_budget_ms),
-            PlayState::Playing | PlayState::Paused => None,
-        }
-    }
-
     pub(crate) fn position(&self, now: Millis) -> u64 {
         match self.play {
             PlayState::Playing => self.position_ms + now.since(self.position_at),

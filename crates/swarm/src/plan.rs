@@ -487,6 +487,25 @@ impl<T: Trust> Engine<T> {
             <= self.config.urgent_window_ms
     }
 
+    /// Whether the player waits for its first frame at a new point: it is
+    /// starting, or stalled because the viewer jumped. Both wait with a
+    /// budget of their own, not a stall's, and fetch only what that frame
+    /// and the seconds after it need.
+    pub(crate) fn beginning(&self) -> bool {
+        self.play == PlayState::Starting || self.play == PlayState::Stalled && self.jumped
+    }
+
+    /// How long after it began waiting the player's block is due, while
+    /// starting or stalled.
+    pub(crate) fn wait_budget_ms(&self) -> Option<u64> {
+        match self.play {
+            PlayState::Starting => Some(self.config.startup_budget_ms),
+            PlayState::Stalled if self.jumped => Some(self.config.seek_budget_ms),
+            PlayState::Stalled => Some(self.config.stall_budget_ms),
+            PlayState::Playing | PlayState::Paused => None,
+        }
+    }
+
     /// Whether a block due at `deadline` is the one a starting or stalled player
     /// waits for (its first frame, or the end of a stall).
     pub(crate) fn waits_for(&self, deadline: Millis) -> bool {
@@ -498,8 +517,9 @@ impl<T: Trust> Engine<T> {
     /// stop waiting: our give-up, so that an uploader that cannot send by
     /// then rejects rather than spend its upload on a copy we would throw away.
     ///
-    /// A starting viewer plans the blocks after its first as if its first
-    /// frame came at the end of the startup budget, the latest it may; but it
+    /// A starting viewer (or one that jumped: `beginning`) plans the blocks
+    /// after its first as if its first frame came at the end of its budget,
+    /// the latest it may; but it
     /// comes as soon as the first block is in, and those blocks are then due
     /// that much sooner. Told the lenient deadline, uploaders put a
     /// newcomer's second and third blocks behind other work, and when its
