@@ -49,6 +49,9 @@ pub fn run(lint: bool, e2e_filter: Option<&str>) -> Result<()> {
             "--exclude",
             "telly-e2e",
         ]))?;
+        // The web app's pure parts (the player's plan, formatting) are
+        // tested natively; its browser tests run in the next step.
+        sh::run(sh::cargo().args(["test", "-p", "telly-web", "--lib"]))?;
     }
     {
         let _t = sh::step("test: telly-web in headless Chromium (wasm-bindgen-test)");

@@ -306,6 +306,9 @@ struct Shared {
     /// The least time anything one viewer does takes to reach another.
     lookahead: u64,
     check_every: u64,
+    /// Media a waiting player wants ahead of its playhead before it plays:
+    /// what the engine is told to expect (`Config::resume_goal_ms`).
+    resume_goal_ms: u64,
     trace: Trace,
 }
 
@@ -457,6 +460,7 @@ impl World {
                 shard_len,
                 lookahead: (2.0 * scenario.latency_ms.min).floor().max(1.0) as u64,
                 check_every: 0,
+                resume_goal_ms: Config::default().resume_goal_ms,
                 trace: Trace::from_env(),
             }),
             shards,

@@ -36,6 +36,12 @@ pub struct Config {
     /// 4.604 → 4.422× (half-hour stand-ins), 5.051 → 5.010× (10,000), churn
     /// 1.846 → 1.781×, for a seek wait at p95 of 1.2 s instead of 0.75.
     pub seek_budget_ms: u64,
+    /// How much media ahead of its playhead the host's player wants before it
+    /// starts or resumes (Shaka's `rebufferingGoal`). While the player waits,
+    /// every block starting within this of the playhead is due with the one
+    /// under it: a jump that lands just before a block's end needs the next
+    /// block as soon as the first.
+    pub resume_goal_ms: u64,
     /// A block no connected peer holds is fetched from the origin a random
     /// amount earlier than its deadline requires, up to this (few viewers draw
     /// a long lead, most a short one): viewers at the same point then rarely
@@ -93,6 +99,7 @@ impl Default for Config {
             startup_budget_ms: 1_800,
             stall_budget_ms: 300,
             seek_budget_ms: 1_000,
+            resume_goal_ms: 1_000,
             origin_spread_ms: 55_000,
             origin_rtt_ms: 80,
             origin_rate: 4_000_000,

@@ -7,7 +7,9 @@
 //!   frame, and while its player is behind what it holds
 //!   (`Engine::handle_player_buffered`), a viewer looks only `urgent_window_ms`
 //!   ahead (tests/starting.rs). A viewer that jumped waits as a starting one
-//!   does, with `seek_budget_ms` (`Engine::beginning`, tests/rules.rs).
+//!   does, with `seek_budget_ms` (`Engine::beginning`, tests/rules.rs). While
+//!   the player waits, blocks starting within `resume_goal_ms` of its
+//!   playhead are due with the one under it: it plays only once they are in.
 //! - Urgent blocks (deadline within `urgent_window_ms`) go in deadline order; each
 //!   chunk goes to the peer expected to deliver it soonest (its measured rate and
 //!   queue), if that is before the origin's last chance: the deadline less the
@@ -183,12 +185,13 @@ impl PlanScratch {
 impl<T: Trust> Engine<T> {
     pub(crate) fn deadline(&self, block: BlockId, position_ms: u64, now: Millis) -> Millis {
         let ahead = self.layout.deadline_time(block).saturating_sub(position_ms);
-        let base = match (self.play, self.wait_budget_ms()) {
-            (PlayState::Paused, _) => now + PAUSED_SLACK_MS,
-            (_, Some(budget)) => self.waiting_since + budget,
-            (_, None) => now,
-        };
-        base + ahead
+        match (self.play, self.wait_budget_ms()) {
+            (PlayState::Paused, _) => now + PAUSED_SLACK_MS + ahead,
+            // The player plays on only once its goal is in.
+            (_, Some(budget)) if ahead < self.config.resume_goal_ms => self.waiting_since + budget,
+            (_, Some(budget)) => self.waiting_since + budget + ahead,
+            (_, None) => now + ahead,
+        }
     }
 
     pub(crate) fn chunk_bytes(&self, block: BlockId, index: usize) -> u64 {
@@ -272,10 +275,12 @@ impl<T: Trust> Engine<T> {
                 if partial.unassigned > 0 {
                     scratch.prefetch.push((avail, deadline, block));
                 }
-                // Chunks asked of peers are looked at again once the block is
-                // urgent: a peer that went quiet must not hold it past its
-                // deadline while no other input wakes us.
-                if partial.missing > partial.unassigned {
+                // The block is looked at again once it is urgent: a peer that
+                // went quiet must not hold its chunks past the deadline, nor
+                // may chunks no peer took (every holder refused them) wait
+                // for an input that never comes (in the title's last minute
+                // no block comes into view to wake us).
+                if partial.missing > 0 {
                     let urgent_at = deadline - self.config.urgent_window_ms;
                     self.plan_wake = self.plan_wake.min(urgent_at);
                 }

@@ -366,3 +366,64 @@ fn scripted_sender(told: Option<(Millis, Millis)>) -> Sent {
         duplicate: net.nodes[viewer].engine.stats(net.now).bytes_duplicate,
     }
 }
+
+#[test]
+fn a_block_its_only_holder_refused_is_fetched_before_the_player_needs_it() {
+    // A relay announces a block at its first chunk and refuses the chunks it
+    // lacks. In the title's last minute no block comes into view to wake the
+    // engine, and once the seed has sent the rest no input does: the
+    // refused block must still be looked at again, or it waits until the
+    // player stalls on it.
+    let mut net = Net::new(title(40, 150_000));
+    let seed = net.add(Net::config(1));
+    let refused = BlockId(38);
+    net.seed_blocks(
+        seed,
+        &net.all_blocks()
+            .into_iter()
+            .filter(|&b| b != refused)
+            .collect::<Vec<_>>(),
+    );
+    let viewer = net.add(Net::config(2));
+    let relay = PeerId(1_000);
+    net.connect(seed, viewer);
+    net.connect_scripted(viewer, relay, "relay");
+    announce_holding(&mut net, viewer, relay, |block| block == refused.0 as usize);
+    let from_ms = 30_000;
+    let started = net.start_then_play(viewer, from_ms, 3_000);
+    let mut answered = 0;
+    while net.now < started + 50_000 {
+        answered = refuse_all(&mut net, viewer, relay, answered);
+        net.run_for(10);
+    }
+    let layout = &net.title.layout;
+    let due = started + (layout.deadline_time(refused) - from_ms);
+    let came = net.nodes[viewer]
+        .delivered
+        .iter()
+        .find(|d| d.1 == refused)
+        .map(|d| d.0);
+    assert!(came.is_some_and(|at| at <= due), "{came:?}, due at {due:?}");
+}
+/// Refuses every request `viewer` sent `peer` since the `answered`-th
+/// message; returns how many messages it has now looked at.
+fn refuse_all(net: &mut Net, viewer: usize, peer: PeerId, answered: usize) -> usize {
+    let sent = net.nodes[viewer].sent_outside.len();
+    let asked: Vec<(u32, u16, u16)> = net.nodes[viewer].sent_outside[answered..]
+        .iter()
+        .filter_map(|(_, _, what)| request_or_cancel(what))
+        .filter(|(kind, ..)| *kind == "Request")
+        .map(|(_, block, first, count)| (block, first, count))
+        .collect();
+    let now = net.now;
+    for (block, first, count) in asked {
+        let reject = PeerMessage::Reject {
+            block: BlockId(block),
+            first,
+            count,
+        };
+        net.nodes[viewer].engine.handle_message(peer, reject, now);
+        net.pump(viewer);
+    }
+    sent
+}

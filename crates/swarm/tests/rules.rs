@@ -514,6 +514,39 @@ fn a_seek_replans_at_once_and_cancels_what_is_behind() {
 }
 
 #[test]
+fn a_jump_just_before_a_block_bound_fetches_the_next_block_with_the_first() {
+    // The player resumes only with `resume_goal_ms` of media ahead: after a
+    // jump to 0.2 s before block 31 ends, it waits for block 32 too, so the
+    // engine asks for both at once. With no goal, block 32 is fetched only
+    // when its own deadline nears, after the player has waited for it.
+    let fetched_at = |resume_goal_ms: u64| {
+        let mut net = Net::new(title(40, 150_000));
+        let viewer = net.add(Config {
+            resume_goal_ms,
+            ..Net::config(1)
+        });
+        net.run_for(100);
+        net.play(viewer, 0, PlayState::Playing);
+        net.run_for(4_000);
+        net.play(viewer, 61_800, PlayState::Stalled);
+        net.run_for(2_000);
+        let first = |block: BlockId| {
+            net.nodes[viewer]
+                .origin_log
+                .iter()
+                .find(|o| o.1 == block)
+                .map(|o| o.0)
+                .expect("fetched from the origin")
+        };
+        (first(BlockId(31)), first(BlockId(32)))
+    };
+    let (under, next) = fetched_at(Config::default().resume_goal_ms);
+    assert_eq!(under, next);
+    let (under, next) = fetched_at(0);
+    assert!(next > under, "{under:?} {next:?}");
+}
+
+#[test]
 fn a_jump_leaves_peers_the_time_a_start_has_and_a_stall_does_not() {
     // A viewer's peer sends a block in about a third of a second. After a jump, the
     // block at the new playhead is due a second later, as a start's first

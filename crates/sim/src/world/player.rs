@@ -26,12 +26,22 @@ impl Shard {
         }
     }
 
-    /// Starts or resumes playback when the init and the current block are there.
+    /// Starts or resumes playback when the init and the media of the next
+    /// `resume_goal_ms` are there, as the tab's player does (Shaka's
+    /// `rebufferingGoal`): resuming on the first frame after a jump that
+    /// landed just before a block's end stalled again as soon as that block
+    /// ran out.
     pub(super) fn try_play(&mut self, sh: &Shared, id: u32) {
         let now = self.now;
-        let needed = sh.block_at(self.viewer(id).position);
+        let position = self.viewer(id).position;
+        let goal_end = (position + sh.resume_goal_ms).min(sh.title_ms());
+        let needed = sh.block_at(position)..=sh.block_at(goal_end.max(position + 1) - 1);
         let v = self.viewer_mut(id);
-        if !(v.delivered[0] && v.delivered.get(needed).copied().unwrap_or(true)) {
+        if !(v.delivered[0]
+            && needed
+                .into_iter()
+                .all(|b| v.delivered.get(b).copied().unwrap_or(true)))
+        {
             return;
         }
         if v.record.ttff_ms.is_none() {
@@ -115,7 +125,6 @@ impl Shard {
 impl World {
     pub(super) fn seek(&mut self, id: u32) {
         let now = self.now;
-        let block_ms = self.shared.block_ms();
         let v = self.viewer_mut(id);
         let Some((_, to)) = v.seek_at else {
             return;
@@ -124,7 +133,6 @@ impl World {
             return;
         }
         v.record.played_ms += now - v.position_at;
-        let to = to - to % block_ms;
         v.position = to;
         v.position_at = now;
         v.player_gen += 1;

@@ -195,6 +195,8 @@ pub struct Engine {
     failed: bool,
     /// Where the playhead last moved, and when (for [`plan::reseek_in_place`]).
     still_at: (f64, f64),
+    /// Since when playback is held at rate 0 for the resume goal.
+    held_since: Option<f64>,
 }
 
 impl Engine {
@@ -230,6 +232,7 @@ impl Engine {
             _keys: keys,
             failed: false,
             still_at: (-1.0, 0.0),
+            held_since: None,
         }
     }
 
@@ -271,11 +274,15 @@ impl Engine {
             // The loop ends on it before it gets here.
             Event::Stop => {}
             Event::Tick => {
+                self.hold_for_goal();
                 self.unstick(reporter);
                 self.pump();
                 self.refresh(reporter);
             }
-            Event::Seeking => self.pump(),
+            Event::Seeking => {
+                self.hold_for_goal();
+                self.pump();
+            }
             Event::MediaError => {
                 let why = self
                     .video
@@ -303,6 +310,7 @@ impl Engine {
             }
             Event::Operated { track, op, result } => {
                 self.on_operated(track, op, result, reporter);
+                self.hold_for_goal();
                 self.pump();
             }
         }
@@ -317,12 +325,52 @@ impl Engine {
         (s, (s * 1000.0) as u64)
     }
 
+    /// Holds playback (rate 0) while the element waits for media and has less
+    /// than the resume goal ahead, and lets it go once the goal is in
+    /// ([`plan::holds_resume_goal`]), the viewer pauses, or the hold has
+    /// lasted [`plan::MAX_HOLD_MS`].
+    fn hold_for_goal(&mut self) {
+        let video = &self.video;
+        let ready = || {
+            plan::holds_resume_goal(
+                &mse::ranges(&video.buffered()),
+                video.current_time(),
+                self.manifest.duration_ms as f64 / 1000.0,
+            )
+        };
+        match self.held_since {
+            None => {
+                let waiting = !video.paused()
+                    && (video.seeking()
+                        || video.ready_state() < web_sys::HtmlMediaElement::HAVE_FUTURE_DATA);
+                if waiting && !self.failed && !ready() {
+                    self.held_since = Some(Self::now_ms());
+                    video.set_playback_rate(0.0);
+                }
+            }
+            Some(since) => {
+                if video.paused()
+                    || self.failed
+                    || Self::now_ms() - since >= plan::MAX_HOLD_MS
+                    || !video.seeking() && ready()
+                {
+                    self.held_since = None;
+                    video.set_playback_rate(video.default_playback_rate());
+                }
+            }
+        }
+    }
+
     /// Restarts decoding where a playhead stands still over media it holds
     /// (see [`plan::reseek_in_place`]).
     fn unstick(&mut self, reporter: &mut Reporter) {
         let now = Self::now_ms();
         let position = self.video.current_time();
-        if self.failed || self.video.paused() || self.video.seeking() || position != self.still_at.0
+        if self.failed
+            || self.video.paused()
+            || self.video.seeking()
+            || self.held_since.is_some()
+            || position != self.still_at.0
         {
             self.still_at = (position, now);
             return;

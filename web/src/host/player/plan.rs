@@ -139,6 +139,25 @@ pub fn reseek_in_place(
         ))
 }
 
+/// Media a waiting player wants ahead of its playhead before it plays on, as
+/// Shaka Player's `rebufferingGoal`: the element resumes at its first frame
+/// past the playhead, and after a jump just before a block's end it stalled
+/// again as soon as that block ran out. The swarm engine is told the same
+/// (`telly_swarm::Config::resume_goal_ms`) and fetches what it covers together.
+pub const RESUME_GOAL_S: f64 = 1.0;
+/// How long the player holds playback for its goal at most: a goal never
+/// reached (a buffer the browser keeps full, a gap at a fragment edge) must
+/// not keep it from playing what it has.
+pub const MAX_HOLD_MS: f64 = 5_000.0;
+
+/// Whether a player waiting at `playhead_s` may play on: it holds
+/// [`RESUME_GOAL_S`] of media ahead, or everything up to the title's end
+/// (less a frame's slack: the last range may end a little short of it).
+pub fn holds_resume_goal(buffered: &[(f64, f64)], playhead_s: f64, duration_s: f64) -> bool {
+    let to_end = (duration_s - playhead_s - 0.1).max(0.0);
+    ahead_of(buffered, playhead_s) >= RESUME_GOAL_S.min(to_end)
+}
+
 /// Whether time `t` (seconds) lies in one of `ranges`.
 pub fn covers(ranges: &[(f64, f64)], t: f64) -> bool {
     ranges.iter().any(|&(s, e)| s <= t && t < e)
@@ -212,6 +231,19 @@ pub fn held_ranges_all_tracks(
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_waiting_player_plays_on_with_a_second_ahead_or_the_rest_of_the_title() {
+        let duration = 60.0;
+        // A jump to 0.2 s before the end of the only block held.
+        assert!(!holds_resume_goal(&[(20.0, 22.0)], 21.8, duration));
+        assert!(holds_resume_goal(&[(20.0, 24.0)], 21.8, duration));
+        assert!(holds_resume_goal(&[(20.0, 22.0)], 20.5, duration));
+        assert!(!holds_resume_goal(&[], 20.5, duration));
+        // Near the end, what is left is enough, though it ends a frame short.
+        assert!(holds_resume_goal(&[(58.0, 59.96)], 59.5, duration));
+        assert!(!holds_resume_goal(&[(58.0, 59.6)], 59.5, duration));
+    }
 
     #[test]
     fn media_ahead_runs_to_the_first_gap() {

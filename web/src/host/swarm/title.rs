@@ -123,7 +123,8 @@ impl TitleSwarm {
             return false;
         };
         let position_ms = (video.current_time().max(0.0) * 1000.0) as u64;
-        let playing = !video.paused() && video.ready_state() >= 3;
+        // A player holding for its resume goal plays at rate 0: it waits.
+        let playing = !video.paused() && video.ready_state() >= 3 && video.playback_rate() > 0.0;
         if playing && position_ms > 0 {
             self.played = true;
         }
