@@ -225,13 +225,7 @@ fn answer_as_relay(
     answered: usize,
     arriving: BlockId,
 ) -> usize {
-    let sent = net.nodes[viewer].sent_outside.len();
-    let asked: Vec<(u32, u16, u16)> = net.nodes[viewer].sent_outside[answered..]
-        .iter()
-        .filter_map(|(_, _, what)| request_or_cancel(what))
-        .filter(|(kind, ..)| *kind == "Request")
-        .map(|(_, block, first, count)| (block, first, count))
-        .collect();
+    let (sent, asked) = requests_since(net, viewer, answered);
     let now = net.now;
     for (block, first, count) in asked {
         let hashes = hashes_of(net, block);
@@ -408,13 +402,7 @@ fn a_block_its_only_holder_refused_is_fetched_before_the_player_needs_it() {
 /// Refuses every request `viewer` sent `peer` since the `answered`-th
 /// message; returns how many messages it has now looked at.
 fn refuse_all(net: &mut Net, viewer: usize, peer: PeerId, answered: usize) -> usize {
-    let sent = net.nodes[viewer].sent_outside.len();
-    let asked: Vec<(u32, u16, u16)> = net.nodes[viewer].sent_outside[answered..]
-        .iter()
-        .filter_map(|(_, _, what)| request_or_cancel(what))
-        .filter(|(kind, ..)| *kind == "Request")
-        .map(|(_, block, first, count)| (block, first, count))
-        .collect();
+    let (sent, asked) = requests_since(net, viewer, answered);
     let now = net.now;
     for (block, first, count) in asked {
         let reject = PeerMessage::Reject {
@@ -426,4 +414,17 @@ fn refuse_all(net: &mut Net, viewer: usize, peer: PeerId, answered: usize) -> us
         net.pump(viewer);
     }
     sent
+}
+
+/// The requests `viewer` sent outside the net since its `answered`-th
+/// message, as `(block, first, count)`, and how many messages it has sent.
+fn requests_since(net: &Net, viewer: usize, answered: usize) -> (usize, Vec<(u32, u16, u16)>) {
+    let sent = &net.nodes[viewer].sent_outside;
+    let asked = sent[answered..]
+        .iter()
+        .filter_map(|(_, _, what)| request_or_cancel(what))
+        .filter(|(kind, ..)| *kind == "Request")
+        .map(|(_, block, first, count)| (block, first, count))
+        .collect();
+    (sent.len(), asked)
 }
