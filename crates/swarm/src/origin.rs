@@ -1,6 +1,7 @@
 //! When the origin, the last resort, is asked, and for what.
 //!
-//! Rules (each has a scenario test in tests/origin_link.rs or tests/rules.rs):
+//! Rules (each has a scenario test in tests/origin_link.rs, tests/rules.rs or
+//! tests/jumps.rs):
 //! - The margin is what the origin, the last resort, needs beyond its estimate:
 //!   four times its recent estimate error, within `min_margin_ms ..= margin_ms`.
 //! - An origin fetch early by choice (the spread's lead) waits while a block

@@ -1,13 +1,14 @@
 //! Download planning: which chunk to ask of which peer (when the origin:
 //! `origin.rs`).
 //!
-//! Rules (each has a scenario test in tests/rules.rs or tests/moves.rs):
+//! Rules (each has a scenario test in tests/rules.rs, tests/moves.rs or
+//! tests/jumps.rs):
 //! - Blocks are needed from the playhead to `horizon_ms` past it, plus every init
 //!   segment; a block's deadline is when the player reaches it. Until its first
 //!   frame, and while its player is behind what it holds
 //!   (`Engine::handle_player_buffered`), a viewer looks only `urgent_window_ms`
 //!   ahead (tests/starting.rs). A viewer that jumped waits as a starting one
-//!   does, with `seek_budget_ms` (`Engine::beginning`, tests/rules.rs). While
+//!   does, with `seek_budget_ms` (`Engine::beginning`, tests/jumps.rs). While
 //!   the player waits, blocks starting within `resume_goal_ms` of its
 //!   playhead are due with the one under it: it plays only once they are in.
 //! - Urgent blocks (deadline within `urgent_window_ms`) go in deadline order; each
