@@ -14,8 +14,9 @@
 //! `TELLY_SIM_DEBUG` prints the engines' summed stats per strategy;
 //! `TELLY_SIM_RECORDS=DIR` writes each strategy's per-viewer records to
 //! `DIR/<strategy>.jsonl`; `TELLY_SIM_TRACE_ORIGIN` logs every origin fetch with
-//! the block's state; `TELLY_SIM_TRACE_VIEWER=N` logs viewer N's messages and
-//! actions; `TELLY_SIM_TRACE_STALLS` logs stalls.
+//! the block's state; `TELLY_SIM_TRACE_VIEWER=N[,M...]` logs those viewers'
+//! messages and actions; `TELLY_SIM_TRACE_STALLS` logs stalls;
+//! `TELLY_SIM_TRACE_UPLINK` logs every chunk sent and when it leaves.
 
 pub mod baseline;
 pub mod model;

@@ -358,23 +358,35 @@ pub struct World {
 }
 
 /// Diagnostics to stderr, chosen once from the environment (reading it per event
-/// would dominate a 10,000-viewer run): `TELLY_SIM_TRACE_VIEWER=N` (one viewer's
-/// messages and actions), `TELLY_SIM_TRACE_ORIGIN`, `TELLY_SIM_TRACE_STALLS`.
+/// would dominate a 10,000-viewer run): `TELLY_SIM_TRACE_VIEWER=N[,M...]` (these
+/// viewers' messages and actions), `TELLY_SIM_TRACE_ORIGIN`, `TELLY_SIM_TRACE_STALLS`,
+/// `TELLY_SIM_TRACE_UPLINK` (every chunk a viewer sends, with when its last
+/// byte leaves: who serves whom, and how busy each uplink is).
 #[derive(Default)]
 struct Trace {
-    viewer: Option<u32>,
+    viewers: Vec<u32>,
     origin: bool,
     stalls: bool,
+    uplink: bool,
 }
 
 impl Trace {
+    fn viewer(&self, id: u32) -> bool {
+        self.viewers.contains(&id)
+    }
+
     fn from_env() -> Self {
         Self {
-            viewer: std::env::var("TELLY_SIM_TRACE_VIEWER")
-                .ok()
-                .and_then(|v| v.parse().ok()),
+            viewers: std::env::var("TELLY_SIM_TRACE_VIEWER")
+                .map(|list| {
+                    list.split(',')
+                        .filter_map(|v| v.trim().parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default(),
             origin: std::env::var_os("TELLY_SIM_TRACE_ORIGIN").is_some(),
             stalls: std::env::var_os("TELLY_SIM_TRACE_STALLS").is_some(),
+            uplink: std::env::var_os("TELLY_SIM_TRACE_UPLINK").is_some(),
         }
     }
 }

@@ -111,7 +111,7 @@ impl Shard {
         let t = Millis(now);
         match ev {
             Ev::Msg { to, from, msg, .. } => {
-                if sh.trace.viewer == Some(to) {
+                if sh.trace.viewer(to) {
                     eprintln!(
                         "{now} v{to} gets from {from}: {}",
                         format!("{msg:?}").chars().take(150).collect::<String>()
@@ -133,7 +133,7 @@ impl Shard {
                 bytes,
                 ..
             } => {
-                if sh.trace.viewer == Some(to) {
+                if sh.trace.viewer(to) {
                     eprintln!("{now} v{to} gets from the origin: {block:?} {first}.. {bytes} B");
                 }
                 if let Some(node) = self.viewer_mut(to).node.as_mut() {
@@ -225,7 +225,7 @@ impl Shard {
 
     fn perform(&mut self, sh: &Shared, id: u32, action: Action<Modelled>) {
         let now = self.now;
-        if sh.trace.viewer == Some(id) {
+        if sh.trace.viewer(id) {
             eprintln!(
                 "{now} v{id} does {}",
                 format!("{action:?}").chars().take(150).collect::<String>()
@@ -245,6 +245,13 @@ impl Shard {
                 let (depart, downlink) = if size >= 1024.0 {
                     let depart = s.up_free.max(now as f64) + size / s.up.max(1e-3);
                     s.up_free = depart;
+                    if sh.trace.uplink
+                        && let PeerMessage::Chunk { block, index, .. } = &msg
+                    {
+                        eprintln!(
+                            "{now} uplink {id} -> {to}: {block:?} {index}, {size} B, last byte leaves {depart:.0}"
+                        );
+                    }
                     (depart, size as u32)
                 } else {
                     (now as f64, 0)
