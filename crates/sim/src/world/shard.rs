@@ -245,17 +245,17 @@ impl Shard {
                 let (depart, downlink) = if size >= 1024.0 {
                     let depart = s.up_free.max(now as f64) + size / s.up.max(1e-3);
                     s.up_free = depart;
-                    if sh.trace.uplink
-                        && let PeerMessage::Chunk { block, index, .. } = &msg
-                    {
-                        eprintln!(
-                            "{now} uplink {id} -> {to}: {block:?} {index}, {size} B, last byte leaves {depart:.0}"
-                        );
-                    }
                     (depart, size as u32)
                 } else {
                     (now as f64, 0)
                 };
+                if sh.trace.uplink
+                    && let PeerMessage::Chunk { block, index, .. } = &msg
+                {
+                    eprintln!(
+                        "{now} uplink {id} -> {to}: {block:?} {index}, {size} B, last byte leaves {depart:.0}"
+                    );
+                }
                 let at = sh.reach(id, to, depart, now);
                 let msg = Ev::Msg {
                     to,
